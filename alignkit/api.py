@@ -1,0 +1,41 @@
+"""The stable Python entry points: build components by name, as recipes do."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from pydantic import ValidationError
+
+from alignkit.errors import AlignkitError
+from alignkit.interfaces import ComponentConfig, PolicyModel, Tokenizer
+from alignkit.plugins import get_plugins
+
+
+def component_config(kind: str, name: str, config: dict[str, Any] | None = None) -> tuple[Any, ComponentConfig]:
+    """Resolve ``name`` (with an optional ``-preset``) and validate ``config`` against its model."""
+    component, preset = get_plugins().resolve_preset(kind, name)
+    try:
+        return component, component.spec.config.model_validate({**preset, **(config or {})})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(config)'}: {e['msg']}" for e in exc.errors())
+        raise AlignkitError(f"{kind} '{name}': invalid config: {problems}") from None
+
+
+def load_policy(name: str, checkpoint: str | os.PathLike | None = None, config: dict[str, Any] | None = None,
+                tokenizer: Tokenizer | str | os.PathLike | None = None) -> PolicyModel:
+    """A ``PolicyModel`` of backbone ``name`` (``"llamagen"``, ``"llamagen-L"``, ``"var-d16"`` …).
+
+    ``config`` holds the backbone's options (the official field names); a preset name supplies them
+    for the standard sizes. ``checkpoint`` is an official weights file (random init if omitted).
+    ``tokenizer`` is a tokenizer or its checkpoint path, for backbones that need one (VAR).
+    """
+    component, cfg = component_config("backbone", name, config)
+    return component.spec.factory(cfg, checkpoint=checkpoint, tokenizer=tokenizer)
+
+
+def load_tokenizer(name: str, checkpoint: str | os.PathLike | None = None,
+                   config: dict[str, Any] | None = None) -> Tokenizer:
+    """A ``Tokenizer`` (``"llamagen-vq"``, ``"var-vqvae"`` …) with its official weights."""
+    component, cfg = component_config("tokenizer", name, config)
+    return component.spec.factory(cfg, checkpoint=checkpoint)

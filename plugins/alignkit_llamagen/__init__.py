@@ -1,0 +1,1 @@
+"""LlamaGen (class-conditional GPT) backbone and its VQ tokenizer, official checkpoints in and out."""

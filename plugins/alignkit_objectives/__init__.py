@@ -1,0 +1,24 @@
+"""Built-in objectives: CCA, CCA+CFG, DPO, Unlearning and NCA.
+
+Registered through the ``alignkit`` entry-point group exactly like a third-party plugin.
+"""
+
+from alignkit import ObjectiveSpec, hookimpl
+
+from alignkit_objectives.cca import CCA, CCACFG, CCAConfig
+from alignkit_objectives.dpo import DPO, DPOConfig
+from alignkit_objectives.nca import NCA, NCAConfig
+from alignkit_objectives.unlearn import Unlearn, UnlearnConfig
+
+__all__ = ["CCA", "CCACFG", "CCAConfig", "DPO", "DPOConfig", "NCA", "NCAConfig", "Unlearn", "UnlearnConfig"]
+
+
+@hookimpl
+def alignkit_register_objectives():
+    return [
+        ObjectiveSpec("cca", CCA, CCAConfig, "Condition Contrastive Alignment (Chen et al. 2024, Eq. 12)"),
+        ObjectiveSpec("cca_cfg", CCACFG, CCAConfig, "CCA that also trains the null class, so CFG still works"),
+        ObjectiveSpec("dpo", DPO, DPOConfig, "Direct Preference Optimization with the negative condition as loser"),
+        ObjectiveSpec("unlearn", Unlearn, UnlearnConfig, "Unlearning: likelihood up on c, down on c⁻, relative to the reference"),
+        ObjectiveSpec("nca", NCA, NCAConfig, "Noise Contrastive Alignment (Chen et al. 2024, NCA pair loss)"),
+    ]

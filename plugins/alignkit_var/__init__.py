@@ -1,0 +1,1 @@
+"""VAR (next-scale prediction) backbone and its multi-scale VQVAE, official checkpoints in and out."""
