@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -297,8 +298,14 @@ def _resolve_paths(model: BaseModel, base: Path, loc: tuple[str, ...], check: bo
             elif isinstance(value, Path):
                 resolved = value if value.is_absolute() else base / value
                 object.__setattr__(target, name, resolved)
-                if check and INPUT_PATH in info.metadata and not resolved.exists():
+                if check and _is_input_path(info) and not resolved.exists():
                     raise RecipeError(recipe_path, ".".join((*where, name)), f"file not found: {resolved}")
+
+
+def _is_input_path(info: Any) -> bool:
+    if INPUT_PATH in info.metadata:
+        return True
+    return any(INPUT_PATH in getattr(arg, "__metadata__", ()) for arg in typing.get_args(info.annotation))
 
 
 # ------------------------------------------------------------------------------- errors
