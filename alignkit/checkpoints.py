@@ -93,8 +93,13 @@ def strip_prefixes(state: dict[str, Tensor], prefixes: tuple[str, ...] = ("modul
 
 
 def load_strict(module: torch.nn.Module, state: dict[str, Tensor], path: str | os.PathLike,
-                guess: Callable[[dict[str, Tensor]], str | None] | None = None) -> None:
-    """``load_state_dict(strict=True)`` with one readable error for missing, unexpected or misshapen keys."""
+                guess: Callable[[dict[str, Tensor]], str | None] | None = None, assign: bool = False) -> None:
+    """``load_state_dict(strict=True)`` with one readable error for missing, unexpected or misshapen keys.
+
+    ``assign=True`` makes the file's tensors the module's parameters and buffers instead of copying
+    them (for a module built on the meta device: no init and no second copy of the weights); they
+    are first cast to the dtype of the entry they replace, as a copy would.
+    """
     expected = module.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -111,12 +116,15 @@ def load_strict(module: torch.nn.Module, state: dict[str, Tensor], path: str | o
         if hint:
             message += f". It looks like {hint}"
         raise CheckpointError(message)
-    module.load_state_dict(state, strict=True)
+    if assign:
+        state = {k: v.to(expected[k].dtype) if v.dtype != expected[k].dtype else v for k, v in state.items()}
+    module.load_state_dict(state, strict=True, assign=assign)
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, fsync it, then rename it over ``path``,
-    so that ``path`` is always either the old file or the complete new one."""
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], durable: bool = True) -> None:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it over ``path``, so that
+    ``path`` is always either the old file or the complete new one. ``durable`` also fsyncs the file
+    and its folder (survives power loss, not only a killed process)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -124,14 +132,16 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None
     tmp = Path(tmp_name)
     try:
         write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+        if durable:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        if durable:
+            dir_fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
     finally:
         tmp.unlink(missing_ok=True)
 

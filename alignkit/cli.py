@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 import tomllib
 from collections.abc import Callable
@@ -15,6 +16,8 @@ from rich.console import Console
 from rich.table import Table
 
 from alignkit.errors import AlignkitError
+from alignkit.evaluation.command import eval_command
+from alignkit.sample_command import sample_command
 
 app = typer.Typer(
     name="alignkit",
@@ -36,7 +39,8 @@ def user_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except AlignkitError as exc:
-            typer.echo(f"error: {exc}", err=True)
+            if int(os.environ.get("RANK", "0")) == 0:  # worker processes would repeat the same line
+                typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(exc.exit_code) from None
 
     return wrapper  # type: ignore[return-value]
@@ -142,6 +146,71 @@ def validate_command(
             settings["uncond_ratio"] = r.uncond_ratio
         table.add_row(section, ", ".join(f"{k}={v}" for k, v in settings.items()))
     console.print(table)
+
+
+# ------------------------------------------------------------------------------------ train
+
+
+@app.command("train")
+@user_errors
+def train_command(
+    recipe: Annotated[Path, typer.Argument(help="recipe TOML file")],
+    overrides: Annotated[list[str] | None, typer.Argument(help="section.key=value overrides")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="continue from the run folder's latest checkpoint")] = False,
+) -> None:
+    """Fine-tune a model as the recipe says (launches the worker processes when it asks for several)."""
+    from alignkit.recipe import load_recipe
+
+    r = load_recipe(recipe, overrides or [])
+    processes = r.distributed.num_processes
+    if processes > 1 and "WORLD_SIZE" not in os.environ:
+        from alignkit.engine.launch import launch_workers
+
+        args = ["train", str(recipe), *(overrides or []), *(["--resume"] if resume else [])]
+        raise typer.Exit(launch_workers(args, processes))
+    from alignkit.engine.trainer import train
+
+    result = train(r, resume=resume)
+    if int(os.environ.get("RANK", "0")) == 0:
+        shown = {k: round(v, 4) for k, v in result.final_metrics.items() if k in ("loss", "rewards/margins")}
+        console.print(f"done: {result.steps} steps, {shown}; run folder {result.output_dir}")
+
+
+app.command("sample")(sample_command)
+app.command("eval")(eval_command)
+
+
+@app.command("extract")
+@user_errors
+def extract_command(
+    tokenizer: Annotated[str, typer.Option(help="tokenizer plugin, e.g. llamagen-vq-16 or var-vqvae")],
+    images: Annotated[Path, typer.Option(help="image folder with one subfolder per class (ImageFolder)")],
+    out: Annotated[Path, typer.Option(help="output folder: codes/, labels/, meta.json")],
+    checkpoint: Annotated[Path | None, typer.Option(help="tokenizer weights (official layout)")] = None,
+    ten_crop: Annotated[bool, typer.Option("--ten-crop", help="10 variants per image (5 crops × flip), as the "
+                                           "official ImageNet codes; else the image and its mirror")] = False,
+    image_size: Annotated[int | None, typer.Option(help="crop size (default: the tokenizer's)")] = None,
+    crop_range: Annotated[float, typer.Option(help="with --ten-crop, crop from image_size × this")] = 1.1,
+    batch_size: Annotated[int, typer.Option(help="images per tokenizer batch")] = 16,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, … (default: cuda when available)")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="tokenizer config key=value")] = None,
+) -> None:
+    """Tokenize an image folder into the official pre-extracted code layout (resumable)."""
+    from alignkit.extract import extract_main
+
+    config = {}
+    for item in set_ or []:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise AlignkitError(f"--set {item!r}: expected key=value")
+        try:
+            config[key] = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            config[key] = raw
+    meta = extract_main(tokenizer, checkpoint, images, out, config=config, ten_crop=ten_crop, image_size=image_size,
+                        crop_range=crop_range, batch_size=batch_size, device=device)
+    console.print(f"{meta['num_images']} images × {meta['augmentations']} variants of {meta['seq_len']} tokens "
+                  f"in {out}")
 
 
 # ------------------------------------------------------------------------------------ entry

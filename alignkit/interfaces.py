@@ -194,6 +194,11 @@ class PolicyModel(nn.Module, ABC):
     def logits(self, tokens_BL: Tensor, labels_B: Tensor) -> Tensor:
         """Teacher forcing: ``logits_BLV[:, i]`` is the distribution of ``tokens_BL[:, i]``."""
 
+    def forward(self, tokens_BL: Tensor, labels_B: Tensor) -> Tensor:
+        # Wrappers (DeepSpeed ZeRO-3 gathers parameters in module hooks) need logits to go through
+        # __call__, so forward is logits.
+        return self.logits(tokens_BL, labels_B)
+
     @abstractmethod
     def generate(self, labels_B: Tensor, *, guidance: float = 0.0, generator: torch.Generator | None = None,
                  **options: Any) -> Tensor:
@@ -201,20 +206,37 @@ class PolicyModel(nn.Module, ABC):
         which must not evaluate the unconditional branch)."""
 
     @abstractmethod
-    def official_state_dict(self) -> dict[str, Tensor]:
-        """Weights under the official key names (what the official code's ``state_dict()`` holds)."""
+    def official_state_dict(self, state: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+        """Weights under the official key names (what the official code's ``state_dict()`` holds).
 
-    @abstractmethod
+        ``state`` is a dict shaped like ``self.state_dict()`` to convert instead of the current
+        weights (a sharded backend passes the gathered fp32 master weights).
+        """
+
+    def official_checkpoint(self, state_dict: dict[str, Tensor]) -> Any:
+        """What a file must hold for the official code to load ``state_dict`` (e.g. ``{"model": sd}``)."""
+        raise NotImplementedError(f"{type(self).__name__} does not define its official checkpoint layout")
+
     def save_official(self, path: str) -> None:
         """Write a checkpoint the official code loads (its wrapping and key names), atomically."""
+        from alignkit.checkpoints import save_torch
+
+        save_torch(self.official_checkpoint(self.official_state_dict()), path)
+
+    def save_safetensors(self, path: str) -> None:
+        """The official state_dict as safetensors, atomically."""
+        from alignkit.checkpoints import save_safetensors
+
+        save_safetensors(self.official_state_dict(), path)
 
     def decays(self, name: str, param: nn.Parameter) -> bool:
         """Whether AdamW's weight decay applies to this parameter (official LlamaGen rule: matrices
         and embeddings yes, norms no). Backbones with other official rules override this."""
         return param.ndim >= 2
 
-    def check_batch(self, tokens_BL: Tensor, labels_B: Tensor) -> None:
-        """Raise ``AlignkitError`` for token ids or labels this model cannot take."""
+    def check_batch(self, tokens_BL: Tensor, labels_B: Tensor, allow_null: bool = True) -> None:
+        """Raise ``AlignkitError`` for token ids or labels this model cannot take (data labels must not
+        be the null class: ``allow_null=False``)."""
         from alignkit.errors import AlignkitError
 
         if tokens_BL.ndim != 2 or tokens_BL.shape[1] != self.seq_len:
@@ -224,7 +246,8 @@ class PolicyModel(nn.Module, ABC):
         if tokens_BL.numel() and (int(tokens_BL.min()) < 0 or int(tokens_BL.max()) >= self.vocab_size):
             raise AlignkitError(f"token ids span [{int(tokens_BL.min())}, {int(tokens_BL.max())}], "
                                 f"the vocabulary is [0, {self.vocab_size})")
-        if labels_B.numel() and (int(labels_B.min()) < 0 or int(labels_B.max()) > self.num_classes):
+        top = self.num_classes if allow_null else self.num_classes - 1
+        if labels_B.numel() and (int(labels_B.min()) < 0 or int(labels_B.max()) > top):
             raise AlignkitError(f"labels span [{int(labels_B.min())}, {int(labels_B.max())}], the model has "
                                 f"{self.num_classes} classes (null class {self.num_classes})")
 
@@ -233,8 +256,8 @@ class ReferenceModel(ABC):
     """A frozen model that only answers sequence log-probs, without gradients."""
 
     @abstractmethod
-    def sequence_logps(self, tokens_BL: Tensor, labels_B: Tensor) -> Tensor:
-        """``logp_B``: summed token log-probs of ``tokens_BL`` under ``labels_B``."""
+    def sequence_logps(self, tokens_BL: Tensor, labels_B: Tensor, reduction: str = "sum") -> Tensor:
+        """``logp_B``: token log-probs of ``tokens_BL`` under ``labels_B``, summed (or averaged)."""
 
 
 class Tokenizer(nn.Module, ABC):

@@ -16,6 +16,8 @@ Strings may use ``${VAR}`` or ``${VAR:-default}``; relative paths are relative t
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import re
 import tomllib
@@ -64,6 +66,8 @@ class TokenizerSection(PluginSection):
 
 class DataSection(PluginSection):
     name: str = Field(description="dataset plugin: 'codes' (pre-extracted token shards), …")
+    num_workers: int | None = Field(None, ge=0, description="DataLoader worker processes per training process "
+                                    "(default: 0 on the CPU, else min(8, CPUs per process))")
 
 
 class ObjectiveSection(PluginSection):
@@ -93,9 +97,10 @@ class OptimSection(Section):
                                          "(default: batch_size / num_processes, no accumulation)")
     max_grad_norm: float = Field(1.0, ge=0, description="clip the global gradient norm (0 = off)")
     epochs: float = Field(1.0, gt=0, description="passes over the data (the paper: 1)")
-    max_steps: int | None = Field(None, gt=0, description="stop after this many optimiser steps")
-    warmup_steps: int = Field(0, ge=0)
-    schedule: Literal["constant", "linear", "cosine"] = "constant"
+    max_steps: int | None = Field(None, gt=0, description="train exactly this many optimiser steps (overrides epochs)")
+    warmup_steps: int = Field(0, ge=0, description="linear warm-up from 0 over this many steps")
+    schedule: Literal["constant", "linear", "cosine"] = Field("constant", description="after warm-up (CCA: constant)")
+    final_lr_ratio: float = Field(0.0, ge=0, le=1, description="linear/cosine decay ends at lr × this")
     seed: int = Field(0, description="seed of initialisation-independent randomness: data order, dropout")
 
     @model_validator(mode="after")
@@ -106,13 +111,10 @@ class OptimSection(Section):
         return self
 
 
-class DistributedSection(Section):
+class DistributedSection(PluginSection):
     backend: str = Field("single", description="training backend plugin: 'single' (one process) or 'deepspeed'")
     num_processes: int = Field(1, gt=0, description="worker processes; alignkit train launches them itself")
-    zero_stage: Literal[0, 1, 2, 3] = Field(0, description="DeepSpeed ZeRO stage")
-    offload_optimizer: bool = Field(False, description="ZeRO: optimizer states in CPU memory")
-    offload_params: bool = Field(False, description="ZeRO-3: parameters in CPU memory")
-    precision: Literal["fp32", "bf16"] = Field("bf16", description="bf16 autocast with fp32 master weights, or fp32")
+    precision: Literal["fp32", "bf16"] = Field("bf16", description="bf16 compute with fp32 master weights, or fp32")
 
 
 class OutputSection(Section):
@@ -162,10 +164,40 @@ class Recipe(Section):
     def output_dir(self) -> Path:
         return Path(str(self.output.dir).replace("{name}", self.name))
 
+    def to_toml(self) -> str:
+        """The recipe as resolved: overrides applied, plugin options filled in, paths absolute. A
+        run folder keeps this copy, so it can be re-run or sampled from anywhere."""
+        lines = [f"# resolved from {self._path}", f"description = {_toml_value(self.description)}"]
+        for name in Recipe.model_fields:
+            section = getattr(self, name)
+            if name == "description" or section is None:
+                continue
+            values = {k: v for k, v in section.model_dump().items() if k not in (section.model_extra or {})}
+            if isinstance(section, PluginSection) and section._config is not None:
+                values.update(section._config.model_dump())
+            if name == "output":
+                values["dir"] = self.output_dir  # '{name}' would otherwise follow the copy's file name
+            lines += ["", f"[{name}]"]
+            lines += [f"{key} = {_toml_value(value)}" for key, value in values.items() if value is not None]
+        return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value) if math.isfinite(value) else ("inf" if value > 0 else "-inf" if value < 0 else "nan")
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(str(k))} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    return json.dumps(str(value))  # a TOML basic string is a JSON string
+
 
 # plugin-backed sections: (section, key naming the plugin, component kind)
 _PLUGIN_SECTIONS = (("model", "backbone", "backbone"), ("tokenizer", "name", "tokenizer"), ("data", "name", "dataset"),
-                    ("objective", "name", "objective"), ("sampler", "name", "pair_sampler"))
+                    ("objective", "name", "objective"), ("sampler", "name", "pair_sampler"),
+                    ("distributed", "backend", "backend"))
 _SECTION_MODELS: dict[str, type[BaseModel]] = {
     name: info.annotation.__args__[0] if name in ("tokenizer", "data") else info.annotation  # type: ignore[union-attr]
     for name, info in Recipe.model_fields.items() if name != "description"
@@ -234,9 +266,10 @@ def _cross_check(recipe: Recipe, path: Path, plugins: Any) -> None:
     if backbone.spec.tokenizer and recipe.tokenizer is None:
         raise RecipeError(path, "tokenizer", f"backbone '{recipe.model.backbone}' needs a [tokenizer] section "
                           f"(name = '{backbone.spec.tokenizer}' and its checkpoint)")
-    if recipe.distributed.backend == "single" and recipe.distributed.num_processes > 1:
-        raise RecipeError(path, "distributed.num_processes", "the 'single' backend runs one process; "
-                          "use backend = 'deepspeed' for more")
+    backend = plugins.get("backend", recipe.distributed.backend).spec.factory
+    if recipe.distributed.num_processes > 1 and not getattr(backend, "multi_process", False):
+        raise RecipeError(path, "distributed.num_processes", f"backend '{recipe.distributed.backend}' runs one "
+                          "process; use backend = 'deepspeed' for more")
 
 
 # ------------------------------------------------------------------------------- overrides
@@ -296,16 +329,31 @@ def _resolve_paths(model: BaseModel, base: Path, loc: tuple[str, ...], check: bo
             if isinstance(value, BaseModel):
                 _resolve_paths(value, base, (*where, name), check, recipe_path)
             elif isinstance(value, Path):
-                resolved = value if value.is_absolute() else base / value
+                resolved = _resolve(value, base, check and _is_input_path(info), recipe_path, (*where, name))
                 object.__setattr__(target, name, resolved)
-                if check and _is_input_path(info) and not resolved.exists():
-                    raise RecipeError(recipe_path, ".".join((*where, name)), f"file not found: {resolved}")
+            elif isinstance(value, list) and value and all(isinstance(v, Path) for v in value):
+                object.__setattr__(target, name, [
+                    _resolve(v, base, check and _is_input_path(info), recipe_path, (*where, name, str(i)))
+                    for i, v in enumerate(value)])
+
+
+def _resolve(value: Path, base: Path, must_exist: bool, recipe_path: Path, loc: tuple[str, ...]) -> Path:
+    resolved = value if value.is_absolute() else base / value
+    if must_exist and not resolved.exists():
+        raise RecipeError(recipe_path, ".".join(loc), f"file not found: {resolved}")
+    return resolved
 
 
 def _is_input_path(info: Any) -> bool:
     if INPUT_PATH in info.metadata:
         return True
-    return any(INPUT_PATH in getattr(arg, "__metadata__", ()) for arg in typing.get_args(info.annotation))
+
+    def marked(annotation: Any) -> bool:
+        if INPUT_PATH in getattr(annotation, "__metadata__", ()):
+            return True
+        return any(marked(arg) for arg in typing.get_args(annotation))
+
+    return marked(info.annotation)
 
 
 # ------------------------------------------------------------------------------- errors

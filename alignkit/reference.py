@@ -26,7 +26,7 @@ class FrozenReference(ReferenceModel):
     def copy_of(cls, policy: PolicyModel, train_mode: bool = True) -> FrozenReference:
         return cls(copy.deepcopy(policy), train_mode)
 
-    def sequence_logps(self, tokens_BL: Tensor, labels_B: Tensor) -> Tensor:
+    def sequence_logps(self, tokens_BL: Tensor, labels_B: Tensor, reduction: str = "sum") -> Tensor:
         self.model.train(self.train_mode)
         with torch.no_grad():
-            return sequence_logps(self.model.logits(tokens_BL, labels_B), tokens_BL)
+            return sequence_logps(self.model(tokens_BL, labels_B), tokens_BL, reduction=reduction)

@@ -23,18 +23,34 @@ def filter_logits(logits_BV: Tensor, top_k: int = 0, top_p: float = 0.0) -> Tens
     the smallest set whose probability reaches ``top_p`` (the token that crosses it is kept, the top
     token always is)."""
     V = logits_BV.shape[-1]
-    if top_k > 0:
-        kth_B1 = torch.topk(logits_BV, min(top_k, V), dim=-1).values[..., -1:]
+    nucleus = 0.0 < top_p < 1.0
+    if 0 < top_k < V:
+        # One value past the k-th shows whether a tie at the threshold lets more than k tokens through.
+        top = torch.topk(logits_BV, top_k + 1, dim=-1)
+        kth_B1 = top.values[..., top_k - 1:top_k]
+        if nucleus and not bool((top.values[..., top_k:] == kth_B1).any()):
+            # Exactly k tokens survive and top-k returned them sorted, so the nucleus is cut from them
+            # without sorting the vocabulary. The softmax still runs over the full-length sorted
+            # vector (−inf past k), so every cumulative sum is the one a full sort gives.
+            tail_BV = logits_BV.new_full((*logits_BV.shape[:-1], V - top_k), float("-inf"))
+            keep_BK = _nucleus(torch.cat((top.values[..., :top_k], tail_BV), dim=-1), top_p, top_k)
+            keep_BV = torch.zeros_like(logits_BV, dtype=torch.bool).scatter_(-1, top.indices[..., :top_k], keep_BK)
+            return logits_BV.masked_fill(~keep_BV, float("-inf"))
         logits_BV = logits_BV.masked_fill(logits_BV < kth_B1, float("-inf"))
-    if 0.0 < top_p < 1.0:
+    if nucleus:
         sorted_BV, order_BV = torch.sort(logits_BV, dim=-1, descending=True)
-        cum_BV = sorted_BV.softmax(dim=-1).cumsum(dim=-1)
-        drop_sorted_BV = cum_BV > top_p
-        drop_sorted_BV[..., 1:] = drop_sorted_BV[..., :-1].clone()
-        drop_sorted_BV[..., 0] = False
-        drop_BV = drop_sorted_BV.scatter(-1, order_BV, drop_sorted_BV)
-        logits_BV = logits_BV.masked_fill(drop_BV, float("-inf"))
+        keep_BV = torch.empty_like(logits_BV, dtype=torch.bool).scatter_(-1, order_BV, _nucleus(sorted_BV, top_p, V))
+        logits_BV = logits_BV.masked_fill(~keep_BV, float("-inf"))
     return logits_BV
+
+
+def _nucleus(sorted_BV: Tensor, top_p: float, n: int) -> Tensor:
+    """Which of the first ``n`` tokens of descending rows stay: those with at most ``top_p`` of the
+    probability mass strictly before them."""
+    cum_Bn = sorted_BV.softmax(dim=-1)[..., :n].cumsum(dim=-1)
+    keep_Bn = torch.ones_like(cum_Bn, dtype=torch.bool)
+    keep_Bn[..., 1:] = ~(cum_Bn[..., :-1] > top_p)
+    return keep_Bn
 
 
 def sample_tokens(logits_BV: Tensor, *, temperature: float = 1.0, top_k: int = 0, top_p: float = 0.0,
@@ -46,7 +62,14 @@ def sample_tokens(logits_BV: Tensor, *, temperature: float = 1.0, top_k: int = 0
     sampler draws without replacement, VAR's with; matching it reproduces their seeded runs.
     """
     logits_BV = filter_logits(logits_BV / max(temperature, 1e-5), top_k, top_p)
-    probs_BV = torch.softmax(logits_BV, dim=-1)
+    return draw_tokens(logits_BV, generator=generator, greedy=greedy, replacement=replacement)
+
+
+def draw_tokens(filtered_logits_BV: Tensor, *, generator: torch.Generator | None = None, greedy: bool = False,
+                replacement: bool = False) -> Tensor:
+    """The draw of ``sample_tokens`` alone, for samplers that filter first because they also use the
+    filtered logits (VAR's ``more_smooth`` mixes codes with a Gumbel softmax over them)."""
+    probs_BV = torch.softmax(filtered_logits_BV, dim=-1)
     if greedy:
         return probs_BV.argmax(dim=-1)
     return torch.multinomial(probs_BV, 1, replacement=replacement, generator=generator).squeeze(-1)
@@ -57,6 +80,6 @@ def guidance_at(guidance: float, schedule: Schedule, step: int, num_steps: int) 
     ``s · step / (num_steps − 1)`` (the CCA paper's "CFGv2")."""
     if schedule == "constant":
         return guidance
-    if schedule == "linear":
-        return guidance * step / max(num_steps - 1, 1)
+    if schedule == "linear":  # VAR's order of operations, so that seeded runs reproduce bit for bit
+        return guidance * (step / max(num_steps - 1, 1))
     raise ValueError(f"schedule must be 'constant' or 'linear', got {schedule!r}")

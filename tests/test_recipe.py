@@ -153,3 +153,18 @@ def test_paths_need_not_exist_without_path_checks(recipe_dir):
     text = MINIMAL_RECIPE.replace('backbone = "toy-S"', 'backbone = "toy-S"\ncheckpoint = "${NOT_SET_HERE}/b.pt"')
     recipe = load_recipe(write(recipe_dir, text), check_paths=False)
     assert str(recipe.model.checkpoint).endswith("${NOT_SET_HERE}/b.pt")
+
+
+def test_resolved_toml_round_trips(recipe_dir, monkeypatch):
+    (recipe_dir / "w.pt").write_bytes(b"x")
+    text = MINIMAL_RECIPE.replace('backbone = "toy-S"', 'backbone = "toy-S"\ncheckpoint = "w.pt"')
+    recipe = load_recipe(write(recipe_dir, text), ["optim.lr=3e-5", "objective.same_label=negative"])
+    elsewhere = recipe_dir / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "alignkit_plugins.py").write_text((recipe_dir / "alignkit_plugins.py").read_text())
+    copy = write(elsewhere, recipe.to_toml(), "copy.toml")
+    again = load_recipe(copy)
+    assert again.model.checkpoint == recipe_dir / "w.pt"  # absolute: found from any folder
+    assert again.optim == recipe.optim and again.objective.config == recipe.objective.config
+    assert again.model.config.model_dump() == recipe.model.config.model_dump() and again.sampler == recipe.sampler
+    assert again.output_dir == recipe_dir / "runs" / "r"

@@ -1,0 +1,54 @@
+"""Token datasets: what training reads. Images are tokenized beforehand (``alignkit extract``).
+
+A dataset item is addressed by ``(index, augmentation)``: the trainer chooses both from its seeded
+plan (see ``alignkit.engine.plan``), so data order and augmentation choice are reproducible and
+resumable, also across DataLoader workers.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+
+class TokenDataset(Dataset, ABC):
+    """Pre-tokenized images: ``get(index, augmentation) -> (tokens_L int64, label int)``.
+
+    ``num_augmentations`` is the number of stored variants per image (10 for the official ten-crop
+    × flip codes, 1 without augmentation).
+    """
+
+    num_augmentations: int = 1
+
+    @abstractmethod
+    def __len__(self) -> int: ...
+
+    @abstractmethod
+    def get(self, index: int, augmentation: int) -> tuple[Tensor, int]: ...
+
+    @property
+    @abstractmethod
+    def seq_len(self) -> int: ...
+
+    def describe(self) -> str:
+        """Where the data comes from, for error messages."""
+        return type(self).__name__
+
+    def all_labels(self) -> Tensor | None:
+        """Every label, when that is cheap (in-memory data), so that a bad label is reported before
+        training starts; ``None`` makes the trainer check batch by batch instead."""
+        return None
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[Tensor, int]:
+        index, augmentation = key
+        return self.get(index, augmentation)
+
+
+def collate(items: list[tuple[Tensor, int]]) -> tuple[Tensor, Tensor]:
+    """``(tokens_BL int64, labels_B int64)``."""
+    tokens_BL = torch.stack([torch.as_tensor(t, dtype=torch.int64) for t, _ in items])
+    labels_B = torch.tensor([int(label) for _, label in items], dtype=torch.int64)
+    return tokens_BL, labels_B

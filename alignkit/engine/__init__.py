@@ -1,0 +1,1 @@
+"""The training engine: plan (data order), backends (devices, optimiser), trainer (loop, checkpoints)."""

@@ -1,0 +1,92 @@
+"""What a run shows and records: a rich progress bar and metrics as JSON lines (and TensorBoard)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from alignkit.checkpoints import atomic_write
+
+
+class MetricsLog:
+    """``metrics.jsonl`` in the run folder, one object per logged step (``step`` first).
+
+    On resume, lines past the resumed step (logged after the last checkpoint) are dropped so the
+    file describes one consistent run.
+    """
+
+    def __init__(self, output_dir: Path, enabled: bool = True, resume_step: int = 0):
+        self.enabled = enabled
+        self.path = output_dir / "metrics.jsonl"
+        self.tensorboard = None
+        if not enabled:
+            return
+        output_dir.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            kept = [line for line in self.path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+            atomic_write(self.path, lambda p: p.write_text("".join(f"{line}\n" for line in kept)))
+        self.file = open(self.path, "a")
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tensorboard = SummaryWriter(str(output_dir / "tensorboard"), purge_step=resume_step + 1)
+        except ImportError:  # TensorBoard is optional
+            pass
+
+    def write(self, step: int, metrics: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        self.file.write(json.dumps({"step": step, **metrics, "time": time.time()}) + "\n")
+        self.file.flush()
+        if self.tensorboard is not None:
+            for key, value in metrics.items():
+                self.tensorboard.add_scalar(key, value, step)
+
+    def close(self) -> None:
+        if self.enabled:
+            self.file.close()
+            if self.tensorboard is not None:
+                self.tensorboard.close()
+
+
+class ProgressDisplay:
+    """A live bar (step, loss, reward margin, images/s, ETA) on a terminal; on other outputs (CI logs,
+    files) a plain line every tenth of the run."""
+
+    def __init__(self, console: Console, total: int, start: int, enabled: bool = True, live: bool | None = None):
+        self.console, self.total, self.enabled = console, total, enabled
+        self.live = console.is_terminal if live is None else live
+        self.every = max(1, total // 10)
+        self.progress: Progress | None = None
+        if enabled and self.live:
+            self.progress = Progress(
+                TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("loss {task.fields[loss]}  margin {task.fields[margin]}  {task.fields[speed]} img/s"),
+                TimeRemainingColumn(), console=console, transient=False)
+            self.task = self.progress.add_task("train", total=total, completed=start, loss="…", margin="…", speed="…")
+
+    def __enter__(self) -> ProgressDisplay:
+        if self.progress is not None:
+            self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.progress is not None:
+            self.progress.__exit__(*exc)
+
+    def update(self, step: int, metrics: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        loss = f"{metrics.get('loss', float('nan')):.4f}"
+        margin = f"{metrics.get('rewards/margins', float('nan')):.4f}"
+        speed = f"{metrics.get('images_per_s', 0.0):.1f}"
+        if self.progress is not None:
+            self.progress.update(self.task, completed=step, loss=loss, margin=margin, speed=speed)
+        elif step % self.every == 0 or step == self.total:
+            self.console.print(f"step {step}/{self.total}  loss {loss}  margin {margin}  {speed} img/s", highlight=False)

@@ -1,0 +1,292 @@
+"""The training loop: one recipe, one or many processes, exact resume, guards against lost work."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from alignkit.checkpoints import atomic_write, read_weights_file, save_safetensors, save_torch
+from alignkit.data import collate
+from alignkit.engine.backend import NonFiniteError
+from alignkit.engine.build import (build_backend, build_dataset, build_objective, build_policy, build_reference,
+                                   build_sampler, plugins_for)
+from alignkit.engine.checkpointing import CheckpointStore
+from alignkit.engine.plan import BatchPlan, PlanSampler
+from alignkit.engine.progress import MetricsLog, ProgressDisplay
+from alignkit.errors import AlignkitError
+from alignkit.interfaces import ObjectiveOutput, PairLogps
+from alignkit.logprobs import sequence_logps
+from alignkit.recipe import Recipe
+
+IDENTITY_CHECK_STEPS = 10
+
+
+class TrainingError(AlignkitError):
+    """Training stopped on purpose (non-finite loss, bad data); the message says where and why."""
+
+
+@dataclass
+class RunResult:
+    output_dir: Path
+    steps: int
+    final_metrics: dict[str, float]
+
+
+class Trainer:
+    """Builds a run from a recipe and trains it; ``run()`` returns where everything went.
+
+    Hooks receive the trainer as ``run``: ``run.recipe``, ``run.policy``, ``run.backend``,
+    ``run.step``, ``run.output_dir`` are stable.
+    """
+
+    def __init__(self, recipe: Recipe, resume: bool = False, console: Console | None = None,
+                 show_progress: bool | None = None):
+        self.recipe = recipe
+        self.resume = resume
+        self.console = console or Console(stderr=True)
+        self.output_dir = recipe.output_dir
+        self.hooks = plugins_for(recipe).pm.hook
+        self.backend = build_backend(recipe)
+        self.is_main = self.backend.is_main
+        self.show_progress = show_progress
+        self.step = 0
+
+    # ------------------------------------------------------------------------------ setup
+
+    def _build(self) -> None:
+        recipe, backend = self.recipe, self.backend
+        torch.manual_seed(recipe.optim.seed)  # the same initialisation on every process
+        self.policy = build_policy(recipe)
+        self.reference = build_reference(self.policy, recipe)
+        self.dataset = build_dataset(recipe)
+        if self.dataset.seq_len != self.policy.seq_len:
+            raise AlignkitError(f"{recipe.path}: data: {self.dataset.describe()} holds sequences of "
+                                f"{self.dataset.seq_len} tokens, but model '{recipe.model.backbone}' expects "
+                                f"{self.policy.seq_len}")
+        labels_N = self.dataset.all_labels()
+        if labels_N is not None and labels_N.numel():  # report a bad label before training starts
+            self._check_batch(torch.zeros(len(labels_N), self.policy.seq_len, dtype=torch.int64), labels_N, where="")
+        micro = recipe.optim.micro_batch_size or recipe.optim.batch_size // backend.world_size
+        self.plan = BatchPlan(len(self.dataset), self.dataset.num_augmentations, recipe.optim.batch_size, micro,
+                              backend.world_size, backend.rank, recipe.optim.seed)
+        self.total_steps = recipe.optim.max_steps or math.ceil(recipe.optim.epochs * self.plan.steps_per_epoch)
+        self.objective = build_objective(recipe, self.policy.num_classes)
+        self.sampler = build_sampler(recipe, self.policy.null_label, backend.rank)
+        backend.setup(self.policy, self.reference, self.plan.accumulation_steps, self.total_steps)
+        self.store = CheckpointStore(self.output_dir / "checkpoints", recipe.output.keep_last, self.is_main,
+                                     backend.barrier)
+        torch.manual_seed(recipe.optim.seed + 1 + backend.rank)  # dropout streams, distinct per process
+
+    def _maybe_resume(self) -> None:
+        latest = self.store.latest()
+        if latest is not None and not self.resume:
+            raise AlignkitError(f"{self.output_dir} already holds checkpoints (latest {latest.name}); pass --resume "
+                                "to continue that run, or set output.dir to a new folder")
+        if latest is None:
+            if self.resume and self.is_main:
+                self.console.print(f"[yellow]no checkpoint in {self.store.root}; starting from step 0[/]")
+            return
+        state = read_weights_file(latest / "trainer.pt")
+        expected = self._plan_signature()
+        if state["plan"] != expected:
+            raise AlignkitError(f"cannot resume {latest}: it was written with data plan {state['plan']}, this recipe "
+                                f"gives {expected} (batch size, seed or dataset size changed)")
+        self.backend.load(latest)
+        rank_file = latest / f"rank{self.backend.rank}.pt"
+        if rank_file.is_file():
+            rank_state = read_weights_file(rank_file)
+            self.sampler.load_state_dict(rank_state["sampler"])
+            torch.set_rng_state(rank_state["torch_rng"])
+            if torch.cuda.is_available() and rank_state.get("cuda_rng") is not None:
+                torch.cuda.set_rng_state_all(rank_state["cuda_rng"])
+        elif self.is_main:
+            self.console.print(f"[yellow]{latest} was written by {state['world_size']} processes: sampler and "
+                               "dropout streams restart (the data order is kept)[/]")
+        self.step = int(state["step"])
+        if self.is_main:
+            self.console.print(f"resuming from {latest} (step {self.step} of {self.total_steps})")
+
+    def _plan_signature(self) -> dict[str, int]:
+        return {"num_items": self.plan.num_items, "batch_size": self.plan.batch_size, "seed": self.plan.seed}
+
+    # ------------------------------------------------------------------------------ one step
+
+    def micro_step(self, tokens_BL: Tensor, labels_B: Tensor) -> ObjectiveOutput:
+        """Sampler → reference log-probs → policy log-probs → objective, for one micro-batch."""
+        objective, backend = self.objective, self.backend
+        pairs = self.sampler(labels_B)
+        if objective.needs_negatives:
+            tokens_2BL = torch.cat([tokens_BL, tokens_BL])
+            labels_2B = torch.cat([pairs.labels_pos_B, pairs.labels_neg_B])
+        else:
+            tokens_2BL, labels_2B = tokens_BL, pairs.labels_pos_B
+        B = tokens_BL.shape[0]
+        reduction = objective.logp_reduction
+        ref_2B = backend.reference_logps(tokens_2BL, labels_2B, reduction) if objective.needs_reference else None
+        logp_2B = sequence_logps(backend.policy_logits(tokens_2BL, labels_2B), tokens_2BL, reduction=reduction)
+        neg = objective.needs_negatives
+        logps = PairLogps(pairs, logp_2B[:B], logp_2B[B:] if neg else None,
+                          ref_2B[:B] if ref_2B is not None else None,
+                          ref_2B[B:] if (ref_2B is not None and neg) else None)
+        return objective(logps)
+
+    def _check_batch(self, tokens_BL: Tensor, labels_B: Tensor, where: str | None = None) -> None:
+        try:
+            self.policy.check_batch(tokens_BL, labels_B, allow_null=False)
+        except AlignkitError as exc:
+            where = f" at step {self.step + 1}" if where is None else where
+            raise TrainingError(f"{self.recipe.path}: data ({self.dataset.describe()}) does not fit model "
+                                f"'{self.recipe.model.backbone}'{where}: {exc}") from None
+
+    # ------------------------------------------------------------------------------ loop
+
+    def run(self) -> RunResult:
+        self._build()
+        self._maybe_resume()
+        metrics_log = MetricsLog(self.output_dir, enabled=self.is_main, resume_step=self.step)
+        if self.is_main:
+            self._write_run_files()
+        self.hooks.alignkit_before_train(run=self)
+        loader = self._loader()
+        progress = ProgressDisplay(self.console, self.total_steps, self.step, enabled=self.is_main,
+                                   live=self.show_progress)
+        last: dict[str, float] = {}
+        saved_at = self.step
+        try:
+            with progress:
+                batches = iter(loader)
+                while self.step < self.total_steps:
+                    last = self._train_step(batches)
+                    self.step += 1
+                    self.hooks.alignkit_after_step(run=self, step=self.step, metrics=last)
+                    progress.update(self.step, last)
+                    if self.step % self.recipe.output.log_every == 0 or self.step == self.total_steps:
+                        metrics_log.write(self.step, last)
+                    if self.step == min(IDENTITY_CHECK_STEPS, self.total_steps):
+                        self._check_policy_moved(last)
+                    if self.step % self.recipe.output.save_every == 0 or self.step == self.total_steps:
+                        self.save_checkpoint()
+                        saved_at = self.step
+        except KeyboardInterrupt:
+            self._interrupted(saved_at)
+            raise
+        except BaseException as exc:
+            self.hooks.alignkit_on_train_error(run=self, error=exc)
+            raise
+        finally:
+            metrics_log.close()
+        self.export()
+        self.backend.barrier()
+        return RunResult(self.output_dir, self.step, last)
+
+    def _train_step(self, batches) -> dict[str, float]:
+        start = time.perf_counter()
+        sums: dict[str, Tensor] = {}
+        for _ in range(self.plan.accumulation_steps):
+            tokens_BL, labels_B = next(batches)
+            self._check_batch(tokens_BL, labels_B)
+            device = self.backend.device
+            out = self.micro_step(tokens_BL.to(device, non_blocking=True), labels_B.to(device, non_blocking=True))
+            bad = self.backend.all_reduce_max((~torch.isfinite(out.loss.detach())).float().reshape(1))
+            if bad.item() > 0:
+                raise TrainingError(self._non_finite_message(f"the loss is {out.loss.item()} on this process"))
+            self.backend.backward(out.loss)
+            for key, value in out.metrics.items():
+                sums[key] = sums.get(key, 0) + value.detach().float()
+        try:
+            stats = self.backend.step()
+        except NonFiniteError as exc:
+            raise TrainingError(self._non_finite_message(str(exc))) from None
+        keys = sorted(sums)
+        reduced = self.backend.all_reduce_mean(torch.stack([sums[k] for k in keys]) / self.plan.accumulation_steps)
+        metrics = dict(zip(keys, reduced.tolist()))
+        elapsed = time.perf_counter() - start
+        metrics.update(stats, images_per_s=self.plan.batch_size / elapsed, step_time_s=elapsed,
+                       epoch=(self.step + 1) / self.plan.steps_per_epoch)
+        return metrics
+
+    def _non_finite_message(self, detail: str) -> str:
+        latest = self.store.latest()
+        kept = f"the last good checkpoint is {latest}" if latest else "no checkpoint had been written yet"
+        return (f"non-finite loss at step {self.step + 1}: {detail}; the step was not applied and training "
+                f"stopped; {kept}. Lower optim.lr, check the data, or use precision = 'fp32'")
+
+    def _check_policy_moved(self, metrics: dict[str, float]) -> None:
+        if metrics.get("lr", 0.0) <= 0:
+            return
+        distance = self.backend.parameter_distance()
+        if distance == 0.0 and self.is_main:
+            message = (f"policy and reference are still identical after {self.step} optimiser steps with lr > 0: "
+                       "are parameters frozen, or does a plugin replace the reference with the policy?")
+            warnings.warn(message, RuntimeWarning, stacklevel=1)
+            self.console.print(f"[yellow]warning: {message}[/]")
+
+    def _interrupted(self, saved_at: int) -> None:
+        if self.backend.world_size == 1 and self.step > saved_at:
+            self.save_checkpoint()
+            self.console.print(f"[yellow]interrupted: step {self.step} saved to {self.store.latest()}; continue "
+                               "with --resume[/]")
+
+    def _loader(self) -> DataLoader:
+        workers = self.recipe.data.num_workers
+        if workers is None:
+            workers = 0 if self.backend.device.type == "cpu" else min(8, (os.cpu_count() or 1) // self.backend.world_size)
+        # Its own generator: creating the iterator must not draw from the global stream that dropout
+        # uses, or a resumed run would diverge from an uninterrupted one.
+        return DataLoader(self.dataset, batch_sampler=PlanSampler(self.plan, self.step, self.total_steps),
+                          collate_fn=collate, num_workers=workers, pin_memory=self.backend.device.type == "cuda",
+                          generator=torch.Generator().manual_seed(self.recipe.optim.seed))
+
+    # ------------------------------------------------------------------------------ outputs
+
+    def save_checkpoint(self) -> Path:
+        def write(folder: Path) -> None:
+            self.backend.save(folder)
+            rank_state: dict[str, Any] = {"sampler": self.sampler.state_dict(), "torch_rng": torch.get_rng_state()}
+            if torch.cuda.is_available():
+                rank_state["cuda_rng"] = torch.cuda.get_rng_state_all()
+            torch.save(rank_state, folder / f"rank{self.backend.rank}.pt")
+            self.backend.barrier()
+            if self.is_main:  # written last: its presence marks the folder complete
+                torch.save({"step": self.step, "world_size": self.backend.world_size,
+                            "plan": self._plan_signature()}, folder / "trainer.pt")
+
+        return self.store.save(self.step, write)
+
+    def export(self) -> None:
+        """The final policy in the backbone's official layout and as safetensors, in ``<run>/final``."""
+        formats = self.recipe.output.export
+        state = self.backend.export_state_dict()
+        if not self.is_main or state is None:
+            return
+        final = self.output_dir / "final"
+        policy = self.backend.unwrapped_policy()
+        if "official" in formats:
+            save_torch(policy.official_checkpoint(state), final / "model.pt")
+        if "safetensors" in formats:
+            save_safetensors(state, final / "model.safetensors", metadata={"backbone": self.recipe.model.backbone})
+        self.console.print(f"final model written to {final}")
+
+    def _write_run_files(self) -> None:
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        text = self.recipe.to_toml()
+        atomic_write(self.output_dir / "recipe.toml", lambda p: p.write_text(text))
+        summary = {"recipe": str(self.recipe.path), "total_steps": self.total_steps, "world_size": self.backend.world_size,
+                   "accumulation_steps": self.plan.accumulation_steps, "micro_batch_size": self.plan.micro_batch_size,
+                   "num_images": self.plan.num_items, "steps_per_epoch": self.plan.steps_per_epoch}
+        atomic_write(self.output_dir / "run.json", lambda p: p.write_text(json.dumps(summary, indent=2) + "\n"))
+
+
+def train(recipe: Recipe, resume: bool = False, **kwargs: Any) -> RunResult:
+    return Trainer(recipe, resume=resume, **kwargs).run()

@@ -1,0 +1,334 @@
+"""Class-balanced, deterministic, resumable sampling to an ADM-format sample batch.
+
+    from alignkit.generation import sample_class_balanced
+    path = sample_class_balanced(policy, tokenizer, range(1000), 50, batch_size=25, seed=0, guidance=0.0,
+                                 out_dir="samples/cca")   # samples.npz, grid.png, sampling.json there
+
+**Shards and seeds.** Shard (c, j) holds images ``j·B … j·B + B − 1`` of class c (B = ``batch_size``; a
+class's last shard may be smaller). It is sampled as one batch with its own ``torch.Generator``, seeded
+from ``numpy.random.SeedSequence((seed, c, j))``, so an image depends on the model, the settings, its
+class and its position only: not on which shards ran before (resuming is exact), nor on the other
+classes requested. Batches never mix classes, so at 50 images per class a batch holds at most 50.
+
+**The batch size is part of the determinism.** A batch draws all its rows from one generator, and
+kernels may sum in another order for another batch shape, so the same seed with another batch size
+gives other (equally valid) images. The device type is part of it for the same reason.
+
+**Resuming.** Each shard is written atomically to ``out_dir/shards/``; a rerun skips those present.
+The settings that decide the images (batch size, images per class, seed, guidance and the sampling
+options, output size, device type, the model's identity) are written to ``shards/settings.json`` with
+the first shard, and a rerun with other settings is refused rather than mixing two distributions in one
+batch. The classes requested are not among them: a shard of class c is the same whatever else is sampled.
+
+**Output.** ``samples.npz``: ``arr_0`` uint8 ``(N, H, W, 3)`` in class order (``sample_images`` has
+the conversion), ``labels`` int64 ``(N,)``, ``tokens`` int64 ``(N, L)``; ``grid.png``: one row per
+class; ``sampling.json``: every setting, the counts and the images/s measured.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, get_args
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torch import Tensor
+
+from alignkit.checkpoints import atomic_write
+from alignkit.errors import AlignkitError
+from alignkit.evaluation.npz import write_samples
+from alignkit.interfaces import PolicyModel, Tokenizer
+from alignkit.sample_images import grid_classes, to_uint8_nhwc, write_grid
+from alignkit.sampling import Schedule
+
+SCHEDULES = get_args(Schedule)
+SHARD_DIR = "shards"
+SETTINGS_FILE = "settings.json"
+SHARD_FORMAT = 1
+"""Bumped when the same settings would give other shard contents, so that old shards are not reused."""
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Images ``chunk · batch_size …`` (``count`` of them) of class ``label``."""
+
+    label: int
+    chunk: int
+    count: int
+
+    @property
+    def file(self) -> str:
+        return f"class{self.label:06d}_chunk{self.chunk:05d}.npz"
+
+
+def plan_shards(classes: Iterable[int], num_per_class: int, batch_size: int) -> list[Shard]:
+    """Every shard of ``classes`` in class order, then chunk order."""
+    return [Shard(label, chunk, min(batch_size, num_per_class - chunk * batch_size))
+            for label in classes for chunk in range(math.ceil(num_per_class / batch_size))]
+
+
+def shard_seed(seed: int, label: int, chunk: int) -> int:
+    """A 63-bit seed for shard (label, chunk): SeedSequence mixes the three numbers, so neighbouring
+    shards get unrelated streams (``seed + label`` would make seed 1 class 0 equal seed 0 class 1)."""
+    state = np.random.SeedSequence((seed, label, chunk)).generate_state(2, np.uint32)
+    return int((int(state[0]) << 31) ^ int(state[1]))
+
+
+def sampling_options(*, schedule: str | None = None, top_k: int | None = None, top_p: float | None = None,
+                     temperature: float | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``generate()`` keywords the user set, checked; ``None`` leaves the backbone's default."""
+    if schedule is not None and schedule not in SCHEDULES:
+        raise AlignkitError(f"schedule must be one of {', '.join(SCHEDULES)}, got '{schedule}'")
+    if top_k is not None and top_k < 0:
+        raise AlignkitError(f"top_k must be 0 (off) or positive, got {top_k}")
+    if top_p is not None and not 0.0 <= top_p <= 1.0:
+        raise AlignkitError(f"top_p must lie in [0, 1] (0 and 1 are off), got {top_p}")
+    if temperature is not None and not temperature > 0:
+        raise AlignkitError(f"temperature must be positive, got {temperature}")
+    options = {key: value for key, value in (("schedule", schedule), ("top_k", top_k), ("top_p", top_p),
+                                             ("temperature", temperature)) if value is not None}
+    for key, value in (extra or {}).items():
+        if key in options or key in ("labels_B", "guidance", "generator", "return_fhat"):
+            raise AlignkitError(f"sampling option '{key}' is set by sample_class_balanced itself or twice")
+        options[key] = value
+    return options
+
+
+def _unsupported(policy: PolicyModel, names: list[str], accepted: list[str] | None = None) -> AlignkitError:
+    flags = ", ".join(f"'{n}' (--{n.replace('_', '-')})" for n in names)
+    known = f"; it takes: {', '.join(accepted)}" if accepted else ""
+    return AlignkitError(f"the {type(policy).__name__} backbone does not take the sampling option {flags}{known}")
+
+
+def check_options(policy: PolicyModel, options: dict[str, Any]) -> None:
+    """Refuse options that ``policy.generate`` does not name. A signature that ends in ``**options``
+    cannot be judged here; the first call then reports what it rejects (``_generate``)."""
+    params = inspect.signature(policy.generate).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = [name for name in options if name not in params]
+    if unknown:
+        raise _unsupported(policy, unknown, [n for n in params if n not in ("labels_B", "guidance", "generator")])
+
+
+def _generate(policy: PolicyModel, tokenizer: Tokenizer, labels_B: Tensor, guidance: float, options: dict[str, Any],
+              generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """``tokens_BL`` and the decoded ``images_B3HW`` of one batch.
+
+    A tokenizer with ``decode_fhat`` (VAR's) decodes the sampler's accumulated latent, as VAR's
+    official sampler does: with ``more_smooth`` no token sequence describes the image.
+    """
+    from_latent = hasattr(tokenizer, "decode_fhat")
+    extra = {"return_fhat": True} if from_latent else {}
+    try:
+        out = policy.generate(labels_B, guidance=guidance, generator=generator, **options, **extra)
+    except TypeError as exc:  # an open **options signature rejecting a keyword at the call
+        message = str(exc)
+        rejected = [name for name in options if name in message]
+        if not rejected or not ("unexpected keyword" in message or "unknown option" in message):
+            raise
+        raise _unsupported(policy, rejected) from None
+    device = next(tokenizer.parameters()).device
+    if from_latent:
+        tokens_BL, f_hat_BChw = out
+        images_B3HW = tokenizer.decode_fhat(f_hat_BChw.to(device))
+    else:
+        tokens_BL = out
+        images_B3HW = tokenizer.decode(tokens_BL.to(device))
+    return tokens_BL, images_B3HW
+
+
+def _sample_shard(policy: PolicyModel, tokenizer: Tokenizer, shard: Shard, seed: int, guidance: float,
+                  options: dict[str, Any], image_size: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """One shard's uint8 ``images_NHWC`` and int64 ``tokens_NL``, from its own generator."""
+    device = next(policy.parameters()).device
+    generator = torch.Generator(device).manual_seed(shard_seed(seed, shard.label, shard.chunk))
+    labels_B = torch.full((shard.count,), shard.label, dtype=torch.int64, device=device)
+    with torch.no_grad():
+        tokens_BL, images_B3HW = _generate(policy, tokenizer, labels_B, guidance, options, generator)
+        return to_uint8_nhwc(images_B3HW, image_size), tokens_BL.to("cpu", torch.int64).numpy()
+
+
+def _check_settings(shard_dir: Path, settings: dict[str, Any]) -> bool:
+    """Whether ``shard_dir`` already records ``settings``; an ``AlignkitError`` when it holds other ones."""
+    path = shard_dir / SETTINGS_FILE
+    if not path.exists():
+        if shard_dir.is_dir() and any(shard_dir.glob("*.npz")):
+            raise AlignkitError(f"{shard_dir} holds shards but no {SETTINGS_FILE}, so their settings are unknown; "
+                                "delete the folder or use another output folder")
+        return False
+    try:
+        stored = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise AlignkitError(f"{path}: unreadable ({exc}); delete {shard_dir} or use another output folder") from None
+    changed = [f"{key} {stored.get(key)!r} -> {settings.get(key)!r}" for key in sorted(set(stored) | set(settings))
+               if stored.get(key) != settings.get(key)]
+    if changed:
+        raise AlignkitError(f"{shard_dir} holds shards sampled with other settings ({'; '.join(changed)}); resume "
+                            "with the same settings, or use another output folder (or delete that one)")
+    return True
+
+
+def _write_shard(path: Path, images_NHWC: np.ndarray, tokens_NL: np.ndarray, labels_N: np.ndarray) -> None:
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a name
+            np.savez(f, images=images_NHWC, tokens=tokens_NL, labels=labels_N)
+        os.chmod(tmp, 0o644)  # the temporary file was private
+
+    atomic_write(path, write)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    def write(tmp: Path) -> None:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        os.chmod(tmp, 0o644)  # the temporary file was private
+
+    atomic_write(path, write)
+
+
+def format_classes(classes: list[int]) -> str:
+    """Sorted classes as ranges, ``[0, 1, 2, 5]`` -> ``'0-2,5'`` (the ``--classes`` syntax)."""
+    runs: list[list[int]] = []
+    for c in classes:
+        if runs and c == runs[-1][1] + 1:
+            runs[-1][1] = c
+        else:
+            runs.append([c, c])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+
+
+def _progress(enabled: bool) -> Progress:
+    return Progress(TextColumn("sampling"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("images, {task.fields[speed]} images/s"), TimeElapsedColumn(), TimeRemainingColumn(),
+                    console=Console(stderr=True), disable=not enabled)
+
+
+def _check_request(policy: PolicyModel, tokenizer: Tokenizer, classes: list[int], num_per_class: int,
+                   batch_size: int, seed: int, guidance: float, image_size: int | None) -> None:
+    """An ``AlignkitError`` for the first argument that cannot work."""
+    if not classes:
+        raise AlignkitError("no classes to sample")
+    if classes[0] < 0 or classes[-1] >= policy.num_classes:
+        raise AlignkitError(f"classes must lie in [0, {policy.num_classes}) for this model, got "
+                            f"{classes[0]}…{classes[-1]}")
+    for name, value in (("num_per_class", num_per_class), ("batch_size", batch_size)):
+        if value < 1:
+            raise AlignkitError(f"{name} must be positive, got {value}")
+    if seed < 0:
+        raise AlignkitError(f"seed must be 0 or positive, got {seed}")
+    if not math.isfinite(guidance):
+        raise AlignkitError(f"guidance must be a finite number, got {guidance}")
+    if image_size is not None and image_size < 1:
+        raise AlignkitError(f"image_size must be positive, got {image_size}")
+    if tokenizer.seq_len != policy.seq_len:
+        raise AlignkitError(f"the backbone samples {policy.seq_len} tokens per image but the tokenizer decodes "
+                            f"{tokenizer.seq_len}: they do not belong together")
+
+
+def sample_class_balanced(policy: PolicyModel, tokenizer: Tokenizer, classes: Iterable[int], num_per_class: int, *,
+                          out_dir: str | os.PathLike, batch_size: int = 25, seed: int = 0, guidance: float = 0.0,
+                          schedule: str | None = None, top_k: int | None = None, top_p: float | None = None,
+                          temperature: float | None = None, extra_options: dict[str, Any] | None = None,
+                          image_size: int | None = None, identity: dict[str, Any] | None = None,
+                          provenance: dict[str, Any] | None = None, progress: bool = True) -> Path:
+    """Sample ``num_per_class`` images of each class into ``out_dir`` (see the module docstring);
+    returns the path of ``samples.npz``.
+
+    - ``guidance``: s of the paper's Eq. 2 (0 = guidance-free); ``schedule``, ``top_k``, ``top_p``,
+      ``temperature`` and ``extra_options`` (e.g. ``cfg_interval``, ``more_smooth``) are passed to
+      ``policy.generate`` only when set, so each backbone keeps its own defaults.
+    - ``image_size``: resize the decoded images (bicubic) before the uint8 conversion.
+    - ``identity``: what the weights are (e.g. checkpoint checksums); part of the resume check.
+      ``provenance`` (e.g. file paths) is only recorded in ``sampling.json``.
+
+    The policy samples on its own device; generators live there too.
+    """
+    classes = sorted(set(int(c) for c in classes))
+    _check_request(policy, tokenizer, classes, num_per_class, batch_size, seed, guidance, image_size)
+    options = sampling_options(schedule=schedule, top_k=top_k, top_p=top_p, temperature=temperature,
+                               extra=extra_options)
+    check_options(policy, options)
+    settings = json.loads(json.dumps({
+        "format": SHARD_FORMAT, "num_per_class": num_per_class, "batch_size": batch_size, "seed": seed,
+        "guidance": guidance, "options": options, "image_size": image_size,
+        "device_type": next(policy.parameters()).device.type,
+        "model": {"policy": type(policy).__name__, **(identity or {})}}, default=str))
+
+    out_dir = Path(out_dir)
+    shard_dir = out_dir / SHARD_DIR
+    recorded = _check_settings(shard_dir, settings)
+    shards = plan_shards(classes, num_per_class, batch_size)
+    pending = [s for s in shards if not (shard_dir / s.file).is_file()]
+    total = sum(s.count for s in shards)
+    done_before = total - sum(s.count for s in pending)
+    generated, seconds = 0, 0.0
+    with _progress(progress) as bar:
+        task = bar.add_task("sampling", total=total, completed=done_before, speed="…")
+        for shard in pending:
+            start = time.perf_counter()
+            images_NHWC, tokens_NL = _sample_shard(policy, tokenizer, shard, seed, guidance, options, image_size)
+            if not recorded:  # only once a batch went through, so a rejected option leaves no trace
+                _write_json(shard_dir / SETTINGS_FILE, settings)
+                recorded = True
+            _write_shard(shard_dir / shard.file, images_NHWC, tokens_NL, np.full(shard.count, shard.label, np.int64))
+            seconds += time.perf_counter() - start
+            generated += shard.count
+            bar.update(task, advance=shard.count, speed=f"{generated / seconds:.1f}")
+
+    rows = grid_classes(classes)
+    samples = _assemble(out_dir, shard_dir, shards, rows)
+    summary = {"samples": str(samples), "grid": str(out_dir / "grid.png"), "num_images": total,
+               "num_classes": len(classes), "classes": format_classes(classes), "grid_classes": rows, **settings,
+               "provenance": provenance or {},
+               "seeding": "one torch.Generator per (class, chunk of batch_size images), seeded from "
+                          "numpy SeedSequence((seed, class, chunk))",
+               "uint8": "clamp(127.5 * x + 128, 0, 255) truncated to uint8 (official LlamaGen sampler)",
+               "generated_images": generated, "resumed_images": done_before, "seconds": round(seconds, 3),
+               "images_per_second": round(generated / seconds, 3) if generated else None}
+    _write_json(out_dir / "sampling.json", summary)
+    return samples
+
+
+def _read_shard(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    try:
+        with np.load(path) as data:
+            return data["images"], data["tokens"], data["labels"]
+    except (OSError, ValueError, KeyError, EOFError) as exc:
+        raise AlignkitError(f"{path}: unreadable shard ({exc}); delete it and run again") from None
+
+
+def _assemble(out_dir: Path, shard_dir: Path, shards: list[Shard], grid_rows: list[int]) -> Path:
+    """``samples.npz`` and ``grid.png`` from the shards, in class order. The images go through a
+    memory-mapped scratch file, so 50,000 × 256² images do not need 10 GB of memory."""
+    n = sum(s.count for s in shards)
+    first_images, first_tokens, _ = _read_shard(shard_dir / shards[0].file)
+    image_shape, seq_len = first_images.shape[1:], first_tokens.shape[1]
+    scratch = out_dir / ".samples-arr_0.npy"
+    images_NHWC = np.lib.format.open_memmap(scratch, mode="w+", dtype=np.uint8, shape=(n, *image_shape))
+    try:
+        tokens_NL, labels_N = np.empty((n, seq_len), np.int64), np.empty(n, np.int64)
+        position = 0
+        for shard in shards:
+            path = shard_dir / shard.file
+            images, tokens, labels = _read_shard(path)
+            if images.shape != (shard.count, *image_shape) or tokens.shape != (shard.count, seq_len):
+                raise AlignkitError(f"{path}: holds {images.shape[0]} images of shape {images.shape[1:]}, expected "
+                                    f"{shard.count} of {image_shape}; delete it and run again")
+            end = position + shard.count
+            images_NHWC[position:end], tokens_NL[position:end], labels_N[position:end] = images, tokens, labels
+            position = end
+        samples = write_samples(out_dir / "samples.npz", images_NHWC, labels_N, tokens_NL)
+        write_grid(images_NHWC, labels_N, grid_rows, out_dir / "grid.png")
+    finally:
+        del images_NHWC
+        scratch.unlink(missing_ok=True)
+    return samples

@@ -1,0 +1,247 @@
+"""``alignkit sample``: class-balanced samples of a model as an ADM-format ``.npz`` and a PNG grid.
+
+    alignkit sample runs/my-cca-run --out samples/cca                 # a training run folder
+    alignkit sample my_recipe.toml --checkpoint c2i_L_384.pt --guidance 3.0 --image-size 256
+    alignkit sample --backbone var-d16 --checkpoint var_d16.pth --tokenizer var-vqvae \\
+        --tokenizer-checkpoint vae_ch160v4096z32.pth --guidance 1.5 --top-k 900 --top-p 0.96 --more-smooth
+    alignkit eval --samples samples/cca/samples.npz --ref VIRTUAL_imagenet256_labeled.npz
+
+Interrupted? Run the same command again: finished shards are kept (``alignkit.generation``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from alignkit.errors import AlignkitError
+from alignkit.interfaces import PolicyModel, Tokenizer
+
+if TYPE_CHECKING:
+    from alignkit.recipe import Recipe
+
+
+def sample_command(
+    source: Annotated[Path | None, typer.Argument(help="training run folder (runs/NAME: recipe.toml + final/model.pt) "
+                                                  "or recipe TOML; omit to name the model with --backbone")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="policy weights (default: the run's final/model.pt, else "
+                                                    "the recipe's model.checkpoint)")] = None,
+    backbone: Annotated[str | None, typer.Option(help="without a recipe: backbone plugin, e.g. llamagen-L, var-d16")]
+    = None,
+    config: Annotated[list[str] | None, typer.Option("--config", help="without a recipe: backbone config key=value "
+                                                     "(repeatable)")] = None,
+    tokenizer: Annotated[str | None, typer.Option(help="tokenizer plugin, e.g. llamagen-vq-16, var-vqvae "
+                                                  "(default: the recipe's)")] = None,
+    tokenizer_checkpoint: Annotated[Path | None, typer.Option(help="tokenizer weights")] = None,
+    tokenizer_config: Annotated[list[str] | None, typer.Option("--tokenizer-config", help="tokenizer config "
+                                                               "key=value (repeatable)")] = None,
+    num_per_class: Annotated[int, typer.Option(help="images per class (the ImageNet protocol: 50)")] = 50,
+    classes: Annotated[str | None, typer.Option(help="classes to sample: '0,1,2', '0-99' or a mix (default: all)")]
+    = None,
+    guidance: Annotated[float, typer.Option(help="s of the CCA paper's Eq. 2; 0 = guidance-free "
+                                            "(LlamaGen's cfg_scale is 1 + s, VAR's cfg is s)")] = 0.0,
+    schedule: Annotated[str | None, typer.Option(help="guidance schedule: constant or linear "
+                                                 "(default: the backbone's; LlamaGen constant, VAR linear)")] = None,
+    top_k: Annotated[int | None, typer.Option(help="keep the k most likely tokens (0 = off)")] = None,
+    top_p: Annotated[float | None, typer.Option(help="nucleus filter in (0, 1); 0 and 1 are off")] = None,
+    temperature: Annotated[float | None, typer.Option(help="divides the logits after guidance")] = None,
+    cfg_interval: Annotated[int | None, typer.Option(help="LlamaGen: guide only tokens up to this index "
+                                                     "(-1 = all)")] = None,
+    more_smooth: Annotated[bool | None, typer.Option("--more-smooth", help="VAR: Gumbel-softmax smoothing of the "
+                                                     "latent (VAR's visual-quality setting)")] = None,
+    image_size: Annotated[int | None, typer.Option(help="resize to this size (bicubic) before saving, as LlamaGen's "
+                                                   "--image-size-eval (384 -> 256)")] = None,
+    batch_size: Annotated[int, typer.Option(help="images per forward pass; part of what the seed means")] = 25,
+    seed: Annotated[int, typer.Option(help="global seed; each (class, batch) gets its own generator from it")] = 0,
+    out: Annotated[Path | None, typer.Option(help="output folder (default: RUN/samples for a run folder, else "
+                                             "./samples)")] = None,
+    device: Annotated[str, typer.Option(help="'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1' …")] = "auto",
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="progress bar on stderr")] = True,
+) -> None:
+    """Sample N images per class (deterministic per-class seeds, resumable) into samples.npz and grid.png."""
+    args = dict(locals())
+    from alignkit.cli import user_errors
+
+    user_errors(_run)(args)
+
+
+def _run(args: dict[str, Any]) -> None:
+    """The command's work, on its arguments by name (``user_errors`` turns ``AlignkitError`` into one line)."""
+    import torch
+
+    from alignkit.cli import console
+    from alignkit.generation import sample_class_balanced
+
+    models = load_models(args["source"], args["checkpoint"], args["backbone"], args["config"] or [],
+                         args["tokenizer"], args["tokenizer_checkpoint"], args["tokenizer_config"] or [])
+    device = args["device"]
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        models.policy.to(torch.device(device))
+        models.tokenizer.to(torch.device(device))
+    except (RuntimeError, AssertionError) as exc:
+        raise AlignkitError(f"cannot use device '{device}': {exc}") from None
+    extra = {key: args[key] for key in ("cfg_interval", "more_smooth") if args[key] is not None}
+    out = args["out"] or (args["source"] / "samples" if args["source"] is not None and args["source"].is_dir()
+                          else Path("samples"))
+    samples = sample_class_balanced(
+        models.policy, models.tokenizer, parse_classes(args["classes"], models.policy.num_classes),
+        args["num_per_class"], out_dir=out, batch_size=args["batch_size"], seed=args["seed"],
+        guidance=args["guidance"], schedule=args["schedule"], top_k=args["top_k"], top_p=args["top_p"],
+        temperature=args["temperature"], extra_options=extra, image_size=args["image_size"],
+        identity=models.identity, provenance=models.provenance, progress=args["progress"])
+    summary = json.loads((out / "sampling.json").read_text())
+    speed = summary["images_per_second"]
+    rate = f"{speed:.1f} images/s" if speed is not None else "every shard was already there"
+    console.print(f"{summary['num_images']} images ({summary['num_classes']} classes × {summary['num_per_class']}) "
+                  f"in {samples}; grid {summary['grid']}; {rate}")
+
+
+# ------------------------------------------------------------------------------ the model
+
+
+@dataclass(frozen=True)
+class Models:
+    """A policy and its tokenizer, with what identifies their weights (checksums, compared on resume)
+    and where they came from (recorded only)."""
+
+    policy: PolicyModel
+    tokenizer: Tokenizer
+    identity: dict[str, Any]
+    provenance: dict[str, Any]
+
+
+def load_models(source: Path | None, checkpoint: Path | None, backbone: str | None, config: list[str],
+                tokenizer: str | None, tokenizer_checkpoint: Path | None, tokenizer_config: list[str]) -> Models:
+    """The policy and tokenizer from a run folder, a recipe, or the explicit options (in that order)."""
+    from alignkit.api import load_policy
+    from alignkit.engine.build import build_policy
+    from alignkit.plugins import get_plugins
+    from alignkit.recipe import load_recipe
+
+    recipe: Recipe | None = None
+    if source is None:
+        if backbone is None:
+            raise AlignkitError("nothing to sample: give a training run folder, a recipe, or --backbone NAME "
+                                "--checkpoint PATH --tokenizer NAME --tokenizer-checkpoint PATH")
+        get_plugins().resolve_preset("backbone", backbone)  # an unknown name fails before any loading
+    else:
+        if backbone is not None or config:
+            raise AlignkitError(f"--backbone and --config are for sampling without a recipe; {source} names the "
+                                "model already")
+        recipe_path, checkpoint = _recipe_and_checkpoint(source, checkpoint)
+        recipe = load_recipe(recipe_path, check_paths=False)  # sampling reads no training data
+        checkpoint, backbone = checkpoint or recipe.model.checkpoint, recipe.model.backbone
+    if checkpoint is None:
+        raise AlignkitError(f"{source or '--backbone ' + backbone}: no weights to sample from (model.checkpoint is "
+                            "not set); give them with --checkpoint PATH")
+    _require_file(checkpoint, "checkpoint")
+    tok, tokenizer, tokenizer_checkpoint = _load_tokenizer(tokenizer, tokenizer_checkpoint, tokenizer_config, recipe,
+                                                           source)
+    if recipe is not None:
+        policy = build_policy(recipe, checkpoint=checkpoint, tokenizer=tok)
+    else:
+        policy = load_policy(backbone, checkpoint, parse_pairs(config, "--config"), tokenizer=tok)
+    identity = {"checkpoint_sha256": file_sha256(checkpoint),
+                "tokenizer_sha256": file_sha256(tokenizer_checkpoint)}
+    provenance = {"source": str(source) if source else None, "backbone": backbone, "checkpoint": str(checkpoint),
+                  "tokenizer": tokenizer, "tokenizer_checkpoint": str(tokenizer_checkpoint)}
+    return Models(policy, tok, identity, provenance)
+
+
+def _load_tokenizer(name: str | None, checkpoint: Path | None, config: list[str], recipe: Recipe | None,
+                    source: Path | None) -> tuple[Tokenizer, str, Path]:
+    """The tokenizer the options name, else the recipe's: (tokenizer, its name, its weights file)."""
+    from alignkit.api import load_tokenizer
+    from alignkit.engine.build import build_tokenizer
+
+    if name is None and (checkpoint is not None or config):
+        raise AlignkitError("--tokenizer-checkpoint and --tokenizer-config need --tokenizer NAME")
+    if name is not None:
+        checkpoint = _require_file(checkpoint, "tokenizer checkpoint")
+        return load_tokenizer(name, checkpoint, parse_pairs(config, "--tokenizer-config")), name, checkpoint
+    if recipe is None or recipe.tokenizer is None:
+        missing = f"{source} has no [tokenizer] section; " if recipe is not None else ""
+        raise AlignkitError(f"{missing}sampling decodes tokens into images: give --tokenizer NAME "
+                            "--tokenizer-checkpoint PATH")
+    hint = (" (relative paths in a run folder's recipe.toml are read from the run folder: sample the original "
+            "recipe with --checkpoint, or give --tokenizer and --tokenizer-checkpoint)" if source.is_dir() else "")
+    checkpoint = _require_file(recipe.tokenizer.checkpoint, f"{recipe.path}: tokenizer.checkpoint", hint)
+    return build_tokenizer(recipe), recipe.tokenizer.name, checkpoint
+
+
+def _recipe_and_checkpoint(source: Path, checkpoint: Path | None) -> tuple[Path, Path | None]:
+    """A run folder's ``recipe.toml`` and ``final/model.pt`` (unless ``checkpoint`` is given), or a recipe file."""
+    if source.is_dir():
+        recipe = source / "recipe.toml"
+        if not recipe.is_file():
+            raise AlignkitError(f"{source} is a folder without recipe.toml, not a training run folder")
+        final = source / "final" / "model.pt"
+        if checkpoint is None and not final.is_file():
+            raise AlignkitError(f"run folder {source} has no final/model.pt (training not finished?); give the "
+                                "weights with --checkpoint PATH")
+        return recipe, checkpoint or final
+    if not source.is_file():
+        raise AlignkitError(f"{source}: no such run folder or recipe file")
+    return source, checkpoint
+
+
+def _require_file(path: Path | None, what: str, hint: str = "") -> Path:
+    if path is None:
+        raise AlignkitError(f"{what} is not set")
+    if not Path(path).is_file():
+        raise AlignkitError(f"{what} {path} not found{hint}")
+    return Path(path)
+
+
+def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
+    """Hex SHA-256 of a file (a 3B checkpoint takes some seconds: it guards a resume against other weights)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ------------------------------------------------------------------------------ parsing
+
+
+def parse_pairs(items: list[str], flag: str) -> dict[str, Any]:
+    """``key=value`` items as a dict; values are TOML (``3``, ``true``, ``[1, 2]``) or else strings."""
+    pairs: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise AlignkitError(f"{flag} expects key=value, got '{item}'")
+        try:
+            pairs[key.strip()] = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            pairs[key.strip()] = raw
+    return pairs
+
+
+def parse_classes(text: str | None, num_classes: int) -> list[int]:
+    """``None`` -> every class; ``'0,3,5'``, ``'0-99'`` (inclusive) or a mix -> those classes, sorted."""
+    if text is None:
+        return list(range(num_classes))
+    chosen: set[int] = set()
+    for part in text.split(","):
+        low, dash, high = part.strip().partition("-")
+        try:
+            first, last = int(low), int(high) if dash else int(low)
+        except ValueError:
+            raise AlignkitError(f"--classes '{text}': expected numbers and ranges like '0,3,10-19'") from None
+        if first > last:
+            raise AlignkitError(f"--classes '{text}': the range {part.strip()} is empty")
+        chosen.update(range(first, last + 1))
+    outside = sorted(c for c in chosen if not 0 <= c < num_classes)
+    if outside:
+        raise AlignkitError(f"--classes '{text}': the model has classes 0…{num_classes - 1}, not {outside[0]}")
+    return sorted(chosen)
