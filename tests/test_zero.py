@@ -102,3 +102,17 @@ def test_zero3_resume_after_a_killed_worker(tmp_path, single):
                               "distributed.zero_stage=3", "--resume"], capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_same_curve(tmp_path / "run", single)
+
+
+def test_zero3_trains_var(tmp_path):
+    """VAR keeps parameters at its root (positions) and a frozen quantiser outside its module tree."""
+    from test_engine import make_var_run
+
+    path = make_var_run(tmp_path)
+    result = subprocess.run([sys.executable, "-m", "alignkit.cli", "train", str(path), "distributed.backend=deepspeed",
+                             "distributed.num_processes=2", "distributed.zero_stage=3"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    exported = read_weights_file(tmp_path / "run" / "final" / "model.safetensors")
+    assert exported["pos_1LC"].shape == (1, 30, 32) and torch.isfinite(exported["pos_1LC"]).all()
+    assert len(metrics(tmp_path / "run")) == 4

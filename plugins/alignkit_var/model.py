@@ -196,8 +196,9 @@ class VAR(PolicyModel):
 
     # ------------------------------------------------------------------ official layout
 
-    def official_state_dict(self) -> OrderedDict[str, Tensor]:
-        return self.state_dict()
+    def official_state_dict(self, state: dict[str, Tensor] | None = None) -> OrderedDict[str, Tensor]:
+        """The module's keys are the official ones (buffers included), so this is ``state`` as is."""
+        return OrderedDict(self.state_dict() if state is None else state)
 
     def official_checkpoint(self, state_dict: dict[str, Tensor]) -> OrderedDict[str, Tensor]:
         """A plain state_dict on the CPU, like ``var_d16.pth`` (what ``load_state_dict(strict=True)`` takes)."""

@@ -1,0 +1,41 @@
+"""Every shipped recipe validates, with its paths found through the environment variables it names."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from alignkit.cli import recipes_dir
+from alignkit.recipe import load_recipe
+
+RECIPES = sorted((Path(__file__).resolve().parent.parent / "recipes").glob("*.toml"))
+
+
+def test_the_paper_models_have_recipes():
+    names = {p.stem for p in RECIPES}
+    for size in ("b", "l", "xl", "xxl", "3b"):
+        assert {f"llamagen_{size}_cca", f"llamagen_{size}_cca_cfg"} <= names
+    for depth in (16, 20, 24, 30):
+        assert {f"var_d{depth}_cca", f"var_d{depth}_cca_cfg"} <= names
+    assert recipes_dir() == RECIPES[0].parent
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
+def test_recipe_validates_with_its_assets_in_place(path, tmp_path, monkeypatch):
+    text = path.read_text()
+    for variable in set(re.findall(r"\$\{(\w+)\}", text)):
+        monkeypatch.setenv(variable, str(tmp_path / variable))
+    # create every file and folder the recipe reads, where the variables point
+    for value in re.findall(r'"(\$\{\w+\}[^"]*)"', text):
+        target = Path(re.sub(r"\$\{(\w+)\}", lambda m: str(tmp_path / m.group(1)), value))
+        if target.suffix:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(b"")
+        else:
+            target.mkdir(parents=True, exist_ok=True)
+    recipe = load_recipe(path)
+    assert recipe.model.checkpoint.is_file() and recipe.tokenizer is not None
+    assert recipe.optim.batch_size == 256 and recipe.optim.epochs == 1 and recipe.objective.config.beta == 0.02
+    assert recipe.uncond_ratio == 0.1
+    assert recipe.distributed.num_processes == 8
+    assert recipe.description
