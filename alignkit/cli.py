@@ -16,7 +16,9 @@ from rich.console import Console
 from rich.table import Table
 
 from alignkit.errors import AlignkitError
+from alignkit.bench.command import bench_command
 from alignkit.evaluation.command import eval_command
+from alignkit.plan_command import plan_command
 from alignkit.sample_command import sample_command
 
 app = typer.Typer(
@@ -178,6 +180,8 @@ def train_command(
 
 app.command("sample")(sample_command)
 app.command("eval")(eval_command)
+app.command("plan")(plan_command)
+app.command("bench")(user_errors(bench_command))
 
 
 @app.command("extract")

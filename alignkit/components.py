@@ -75,7 +75,8 @@ class TokenizerSpec(ComponentSpec):
 
 @dataclass(frozen=True)
 class DatasetSpec(ComponentSpec):
-    """``factory(config) -> torch.utils.data.Dataset`` of ``(tokens_L, label)`` items."""
+    """``factory(config, tokenizer=Tokenizer|None) -> alignkit.data.TokenDataset``; ``tokenizer`` is the
+    recipe's ``[tokenizer]``, for datasets that tokenize images themselves."""
 
     kind: ClassVar[str] = "dataset"
 

@@ -137,7 +137,7 @@ def _generate(policy: PolicyModel, tokenizer: Tokenizer, labels_B: Tensor, guida
         if not rejected or not ("unexpected keyword" in message or "unknown option" in message):
             raise
         raise _unsupported(policy, rejected) from None
-    device = next(tokenizer.parameters()).device
+    device = tokenizer.device
     if from_latent:
         tokens_BL, f_hat_BChw = out
         images_B3HW = tokenizer.decode_fhat(f_hat_BChw.to(device))

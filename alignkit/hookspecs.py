@@ -70,7 +70,7 @@ def alignkit_register_tokenizers() -> Iterable[TokenizerSpec]:
 
 @hookspec
 def alignkit_register_datasets() -> Iterable[DatasetSpec]:
-    """Training data sources, called as ``factory(config)`` -> a map-style dataset of ``(tokens_L, label)``."""
+    """Training data sources, called as ``factory(config, tokenizer=…)`` -> an ``alignkit.data.TokenDataset``."""
 
 
 @hookspec

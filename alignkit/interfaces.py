@@ -267,6 +267,14 @@ class Tokenizer(nn.Module, ABC):
     seq_len: int
     image_size: int
 
+    @property
+    def device(self) -> torch.device:
+        """Where its weights are (the CPU for a tokenizer without any)."""
+        tensor = next(iter(self.parameters()), None)
+        if tensor is None:
+            tensor = next(iter(self.buffers()), None)
+        return tensor.device if tensor is not None else torch.device("cpu")
+
     @abstractmethod
     def encode(self, images_B3HW: Tensor) -> Tensor:
         """``tokens_BL`` int64, in the backbone's token order."""

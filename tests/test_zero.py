@@ -116,3 +116,12 @@ def test_zero3_trains_var(tmp_path):
     exported = read_weights_file(tmp_path / "run" / "final" / "model.safetensors")
     assert exported["pos_1LC"].shape == (1, 30, 32) and torch.isfinite(exported["pos_1LC"]).all()
     assert len(metrics(tmp_path / "run")) == 4
+
+
+def test_extra_deepspeed_settings_merge_section_by_section():
+    from alignkit_backends.zero import _merged
+
+    base = {"zero_optimization": {"stage": 3, "overlap_comm": True}, "bf16": {"enabled": True}, "steps_per_print": 9}
+    extra = {"zero_optimization": {"reduce_bucket_size": 1000}, "steps_per_print": 1}
+    assert _merged(base, extra) == {"zero_optimization": {"stage": 3, "overlap_comm": True, "reduce_bucket_size": 1000},
+                                    "bf16": {"enabled": True}, "steps_per_print": 1}

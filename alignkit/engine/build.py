@@ -68,11 +68,14 @@ def build_sampler(recipe: Recipe, null_label: int, rank: int = 0) -> PairSampler
                                   generator=generator)
 
 
-def build_dataset(recipe: Recipe) -> TokenDataset:
+def build_dataset(recipe: Recipe, tokenizer: Tokenizer | None = None) -> TokenDataset:
+    """The ``[data]`` dataset, given the recipe's tokenizer (built here unless passed)."""
     if recipe.data is None:
         raise AlignkitError(f"{recipe.path}: data: training needs a [data] section")
     component = plugins_for(recipe).get("dataset", recipe.data.name)
-    return component.spec.factory(recipe.data.config)
+    if tokenizer is None:
+        tokenizer = build_tokenizer(recipe)
+    return component.spec.factory(recipe.data.config, tokenizer=tokenizer)
 
 
 def build_backend(recipe: Recipe):

@@ -84,7 +84,7 @@ class ProgressDisplay:
         if not self.enabled:
             return
         loss = f"{metrics.get('loss', float('nan')):.4f}"
-        margin = f"{metrics.get('rewards/margins', float('nan')):.4f}"
+        margin = f"{metrics['rewards/margins']:.4f}" if "rewards/margins" in metrics else "–"
         speed = f"{metrics.get('images_per_s', 0.0):.1f}"
         if self.progress is not None:
             self.progress.update(self.task, completed=step, loss=loss, margin=margin, speed=speed)

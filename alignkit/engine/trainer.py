@@ -20,7 +20,7 @@ from alignkit.checkpoints import atomic_write, read_weights_file, save_safetenso
 from alignkit.data import collate
 from alignkit.engine.backend import NonFiniteError
 from alignkit.engine.build import (build_backend, build_dataset, build_objective, build_policy, build_reference,
-                                   build_sampler, plugins_for)
+                                   build_sampler, build_tokenizer, plugins_for)
 from alignkit.engine.checkpointing import CheckpointStore
 from alignkit.engine.plan import BatchPlan, PlanSampler
 from alignkit.engine.progress import MetricsLog, ProgressDisplay
@@ -67,9 +67,10 @@ class Trainer:
     def _build(self) -> None:
         recipe, backend = self.recipe, self.backend
         torch.manual_seed(recipe.optim.seed)  # the same initialisation on every process
-        self.policy = build_policy(recipe)
+        tokenizer = build_tokenizer(recipe)
+        self.policy = build_policy(recipe, tokenizer=tokenizer)
         self.reference = build_reference(self.policy, recipe)
-        self.dataset = build_dataset(recipe)
+        self.dataset = build_dataset(recipe, tokenizer=tokenizer)
         if self.dataset.seq_len != self.policy.seq_len:
             raise AlignkitError(f"{recipe.path}: data: {self.dataset.describe()} holds sequences of "
                                 f"{self.dataset.seq_len} tokens, but model '{recipe.model.backbone}' expects "
@@ -267,6 +268,8 @@ class Trainer:
     def export(self) -> None:
         """The final policy in the backbone's official layout and as safetensors, in ``<run>/final``."""
         formats = self.recipe.output.export
+        if not formats:
+            return
         state = self.backend.export_state_dict()
         if not self.is_main or state is None:
             return

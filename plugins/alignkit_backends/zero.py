@@ -63,6 +63,14 @@ def _weights_only_engine(engine: Any) -> None:
     checkpoint_engine.load = load
 
 
+def _merged(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``extra`` over ``base``, section by section (a partial ``zero_optimization`` keeps the stage)."""
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
 class DeepSpeedBackend(Backend):
     multi_process = True
 
@@ -103,8 +111,7 @@ class DeepSpeedBackend(Backend):
         if config.offload_optimizer:  # DeepSpeed must build its CPU Adam itself
             ds["optimizer"] = {"type": "AdamW", "params": {"lr": optim.lr, "betas": list(optim.betas),
                                                            "eps": optim.eps, "weight_decay": optim.weight_decay}}
-        ds.update(config.deepspeed)
-        return ds
+        return _merged(ds, config.deepspeed)
 
     def setup(self, policy: PolicyModel, reference: ReferenceModel | None, accumulation_steps: int,
               total_steps: int) -> None:

@@ -28,7 +28,7 @@ class CodeFolderConfig(ComponentConfig):
 
 
 class CodeFolder(TokenDataset):
-    def __init__(self, config: CodeFolderConfig):
+    def __init__(self, config: CodeFolderConfig, tokenizer: object = None):
         self.code_dirs = [Path(p) for p in config.codes]
         self.label_dir = Path(config.labels)
         for folder in (*self.code_dirs, self.label_dir):
@@ -74,7 +74,7 @@ class CodeNpzConfig(ComponentConfig):
 
 
 class CodeNpz(TokenDataset):
-    def __init__(self, config: CodeNpzConfig):
+    def __init__(self, config: CodeNpzConfig, tokenizer: object = None):
         self.path = Path(config.path)
         try:
             with np.load(self.path) as data:

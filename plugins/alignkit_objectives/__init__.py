@@ -1,4 +1,4 @@
-"""Built-in objectives: CCA, CCA+CFG, DPO, Unlearning and NCA.
+"""Built-in objectives: CCA, CCA+CFG, DPO, Unlearning, NCA, and MLE for pretraining.
 
 Registered through the ``alignkit`` entry-point group exactly like a third-party plugin.
 """
@@ -7,10 +7,12 @@ from alignkit import ObjectiveSpec, hookimpl
 
 from alignkit_objectives.cca import CCA, CCACFG, CCAConfig
 from alignkit_objectives.dpo import DPO, DPOConfig
+from alignkit_objectives.mle import MLE, MLEConfig
 from alignkit_objectives.nca import NCA, NCAConfig
 from alignkit_objectives.unlearn import Unlearn, UnlearnConfig
 
-__all__ = ["CCA", "CCACFG", "CCAConfig", "DPO", "DPOConfig", "NCA", "NCAConfig", "Unlearn", "UnlearnConfig"]
+__all__ = ["CCA", "CCACFG", "CCAConfig", "DPO", "DPOConfig", "MLE", "MLEConfig", "NCA", "NCAConfig", "Unlearn",
+           "UnlearnConfig"]
 
 
 @hookimpl
@@ -21,4 +23,5 @@ def alignkit_register_objectives():
         ObjectiveSpec("dpo", DPO, DPOConfig, "Direct Preference Optimization with the negative condition as loser"),
         ObjectiveSpec("unlearn", Unlearn, UnlearnConfig, "Unlearning: likelihood up on c, down on c⁻, relative to the reference"),
         ObjectiveSpec("nca", NCA, NCAConfig, "Noise Contrastive Alignment (Chen et al. 2024, NCA pair loss)"),
+        ObjectiveSpec("mle", MLE, MLEConfig, "pretraining: token cross-entropy with 10% label dropout (for CFG)"),
     ]

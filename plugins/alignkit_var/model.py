@@ -191,8 +191,7 @@ class VAR(PolicyModel):
         """Sample and decode: images in [-1, 1] from the accumulated ``f_hat`` (the only correct
         decoding with ``more_smooth=True``, whose ``f_hat`` mixes codes softly)."""
         _, f_hat_BChw = self.generate(labels_B, return_fhat=True, **options)
-        device = next(tokenizer.parameters()).device
-        return tokenizer.decode_fhat(f_hat_BChw.to(device))
+        return tokenizer.decode_fhat(f_hat_BChw.to(tokenizer.device))
 
     # ------------------------------------------------------------------ official layout
 

@@ -1,0 +1,26 @@
+"""What ``alignkit bench`` runs on: toy patch tokenizers for LlamaGen (raster) and VAR (multi-scale)
+and an ``images`` dataset (the embedded MNIST digits, or any labelled image folder)."""
+
+from alignkit import DatasetSpec, TokenizerSpec, hookimpl
+
+from alignkit_bench.dataset import ImageDataset, ImagesConfig
+from alignkit_bench.tokenizers import (PatchMSVQ, PatchMSVQConfig, PatchVQ, PatchVQConfig, build_multiscale,
+                                       build_raster)
+
+__all__ = ["ImageDataset", "ImagesConfig", "PatchMSVQ", "PatchMSVQConfig", "PatchVQ", "PatchVQConfig"]
+
+
+@hookimpl
+def alignkit_register_tokenizers():
+    return [
+        TokenizerSpec("patch-vq", build_raster, PatchVQConfig,
+                      "toy raster tokenizer: k-means codes of pixel patches (LlamaGen on a CPU)"),
+        TokenizerSpec("patch-msvq", build_multiscale, PatchMSVQConfig,
+                      "toy multi-scale tokenizer: VAR's residual quantiser on pixel patches (VAR on a CPU)"),
+    ]
+
+
+@hookimpl
+def alignkit_register_datasets():
+    return [DatasetSpec("images", ImageDataset, ImagesConfig,
+                        "labelled images (embedded MNIST, a class folder or an .npz), tokenized once and cached")]
