@@ -64,6 +64,8 @@ class PairLogps:
     policy_neg_B: Tensor | None = None
     ref_pos_B: Tensor | None = None
     ref_neg_B: Tensor | None = None
+    conditions: dict[str, Tensor] = field(default_factory=dict)
+    """What the objective's ``sample_conditions`` drew for these rows (e.g. ``lambda_B``)."""
 
     @property
     def r_pos_B(self) -> Tensor:
@@ -130,6 +132,11 @@ class Objective(ABC):
     def __init__(self, config: ComponentConfig):
         self.config = config
 
+    def sample_conditions(self, batch_size: int, generator: torch.Generator) -> dict[str, Tensor]:
+        """Per-row inputs the policy is conditioned on during training, drawn before its forward pass
+        (CCA's test-time λ returns ``{"lambda_B": …}``); they reach ``__call__`` in ``logps.conditions``."""
+        return {}
+
     @abstractmethod
     def __call__(self, logps: PairLogps) -> ObjectiveOutput:
         """The loss for one (micro-)batch."""
@@ -192,12 +199,23 @@ class PolicyModel(nn.Module, ABC):
 
     @abstractmethod
     def logits(self, tokens_BL: Tensor, labels_B: Tensor) -> Tensor:
-        """Teacher forcing: ``logits_BLV[:, i]`` is the distribution of ``tokens_BL[:, i]``."""
+        """Teacher forcing: ``logits_BLV[:, i]`` is the distribution of ``tokens_BL[:, i]``.
 
-    def forward(self, tokens_BL: Tensor, labels_B: Tensor) -> Tensor:
+        Backbones built with ``lambda_conditioning`` also take ``lambda_B`` (test-time λ,
+        ``alignkit.conditioning``); without it they compute what the unconditioned model computes.
+        """
+
+    @property
+    def supports_lambda(self) -> bool:
+        """Whether the model was built with a λ embedding (test-time λ)."""
+        return getattr(self, "lambda_embed", None) is not None
+
+    def forward(self, tokens_BL: Tensor, labels_B: Tensor, lambda_B: Tensor | None = None) -> Tensor:
         # Wrappers (DeepSpeed ZeRO-3 gathers parameters in module hooks) need logits to go through
         # __call__, so forward is logits.
-        return self.logits(tokens_BL, labels_B)
+        if lambda_B is None:
+            return self.logits(tokens_BL, labels_B)
+        return self.logits(tokens_BL, labels_B, lambda_B=lambda_B)
 
     @abstractmethod
     def generate(self, labels_B: Tensor, *, guidance: float = 0.0, generator: torch.Generator | None = None,

@@ -48,6 +48,9 @@ def test_quick_bench_reports_the_paper_rows(quick, tmp_path):
         assert 0 <= row["accuracy"] <= 1 and row["images_per_s"] > 0
     assert [p["guidance"] for p in results["sweeps"]["cfg"]] == [0.0, 1.0, 3.0]  # 0: the base row
     assert [p["lambda"] for p in results["sweeps"]["cca_lambda"]] == [0.3, 3.0]
+    test_time = results["sweeps"]["cca_test_time_lambda"]  # one λ-conditioned model sampled at each λ
+    assert [p["lambda"] for p in test_time] == [0.3, 3.0] and all(np.isfinite(p["fid"]) for p in test_time)
+    assert json.loads((out / "runs" / "cca_lambda_conditioned" / "run.json").read_text())["total_steps"] == 6
     base_cfg = next(r for r in results["rows"] if r["name"] == "base+cfg")
     assert base_cfg["fid"] == min(p["fid"] for p in results["sweeps"]["cfg"] if p["guidance"] > 0)
     plot = Image.open(out / "fid_vs_is.png")

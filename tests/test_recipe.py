@@ -71,7 +71,7 @@ MISTAKES = {
         "r.toml: optimizer: unknown section 'optimizer' (did you mean 'optim'?)"),
     "misspelled plugin key": (
         MINIMAL_RECIPE.replace("lambda_ = 10", "lamda_ = 10"), [],
-        "r.toml: objective.lamda_: unknown key 'lamda_' (did you mean 'lambda_'?); allowed: name, lambda_, normalize, same_label, beta"),
+        "r.toml: objective.lamda_: unknown key 'lamda_' (did you mean 'lambda_'?); allowed: name, lambda_, normalize, lambda_range, same_label, beta"),
     "misspelled core key": (
         "[optim]\nlearning_rate = 1e-5\n", [],
         "r.toml: optim.learning_rate: unknown key 'learning_rate'"),

@@ -39,3 +39,5 @@ def test_recipe_validates_with_its_assets_in_place(path, tmp_path, monkeypatch):
     assert recipe.uncond_ratio == 0.1
     assert recipe.distributed.num_processes == 8
     assert recipe.description
+    if recipe.objective.config.model_dump().get("lambda_range") is not None:
+        assert recipe.model.config.lambda_conditioning  # the trainer refuses test-time λ otherwise

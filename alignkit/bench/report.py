@@ -28,7 +28,23 @@ def write_report(results: dict[str, Any], out: Path, console: Console) -> None:
         shutil.copyfile(row["grid"], grids / f"{row['name'].replace('+', '_plus_')}.png")
     plot_sweeps(results["sweeps"], out / "fid_vs_is.png", results["backbone"])
     console.print(table(results))
+    if results["sweeps"].get("cca_test_time_lambda"):
+        console.print(lambda_table(results))
     console.print(f"results: {out / 'results.json'}, grids: {grids}, plot: {out / 'fid_vs_is.png'}")
+
+
+def lambda_table(results: dict[str, Any]) -> Table:
+    """The paper's Table 5 analogue: one model per λ against one λ-conditioned model."""
+    t = Table(title="CCA over λ: one model per λ (sep) vs one model for every λ (test-time λ, tt)",
+              title_justify="left")
+    for column in ("λ", "FID↓ sep", "IS↑ sep", "acc↑ sep", "FID↓ tt", "IS↑ tt", "acc↑ tt"):
+        t.add_column(column, justify="right", no_wrap=True, min_width=len(column))
+    separate = {p["lambda"]: p for p in results["sweeps"]["cca_lambda"]}
+    for point in results["sweeps"]["cca_test_time_lambda"]:
+        other = separate.get(point["lambda"], {})
+        t.add_row(f"{point['lambda']:g}", _fmt(other.get("fid")), _fmt(other.get("is")), _fmt(other.get("accuracy"), 3),
+                  _fmt(point["fid"]), _fmt(point["is"]), _fmt(point["accuracy"], 3))
+    return t
 
 
 def table(results: dict[str, Any]) -> Table:
@@ -52,13 +68,16 @@ def plot_sweeps(sweeps: dict[str, list[dict[str, Any]]], path: Path, backbone: s
                 size: tuple[int, int] = (640, 480)) -> None:
     """FID (x, log scale) against IS (y): the base model's guidance sweep and the CCA λ sweep."""
     series = [("CFG sweep of the base model (labels: s)", sweeps.get("cfg", []), "guidance", (200, 60, 40)),
-              ("CCA lambda sweep, no guidance (labels: lambda)", sweeps.get("cca_lambda", []), "lambda", (40, 90, 200))]
+              ("CCA, one model per lambda, no guidance (labels: lambda)", sweeps.get("cca_lambda", []), "lambda",
+               (40, 90, 200)),
+              ("CCA, one model for every lambda (test-time lambda)", sweeps.get("cca_test_time_lambda", []), "lambda",
+               (30, 150, 60))]
     points = [(p["fid"], p["is"]) for _, pts, _, _ in series for p in pts
               if p["fid"] is not None and p["fid"] > 0 and p["is"] is not None]
     image = Image.new("RGB", size, "white")
     draw = ImageDraw.Draw(image)
     font = ImageFont.load_default()
-    left, top, right, bottom = 70, 64, size[0] - 20, size[1] - 60
+    left, top, right, bottom = 70, 80, size[0] - 20, size[1] - 60
     draw.rectangle([left, top, right, bottom], outline=(0, 0, 0))
     draw.text((left, 8), f"FID vs IS ({backbone}, classifier features)", fill=(0, 0, 0), font=font)
     draw.text(((left + right) // 2 - 60, size[1] - 25), "FID (log scale, lower is better)", fill=(0, 0, 0), font=font)

@@ -5,10 +5,11 @@
    probabilities IS and the label ``accuracy`` of samples).
 2. Pretrain a base model with 10% label dropout (``benchmarks/bench_<backbone>_base.toml``), cached
    by a hash of the resolved recipe and the training tokens.
-3. Fine-tune it with each objective (``benchmarks/bench_<backbone>_<objective>.toml``), and CCA over
-   a λ sweep.
+3. Fine-tune it with each objective (``benchmarks/bench_<backbone>_<objective>.toml``), CCA over a
+   λ sweep, and one λ-conditioned CCA model (test-time λ, ``bench_<backbone>_cca_lambda.toml``).
 4. Sample the same class-balanced set from every model (same seeds), without guidance, plus a
-   guidance sweep of the base model and of the CCA+CFG model, and evaluate everything.
+   guidance sweep of the base model and of the CCA+CFG model, and the λ-conditioned model at every λ
+   of the sweep; evaluate everything.
 """
 
 from __future__ import annotations
@@ -172,17 +173,19 @@ class Bench:
         train(recipe)
         return Model(name, recipe, folder / "final" / "model.safetensors")
 
-    def evaluate(self, model: Model, tag: str, guidance: float, tokenizer, reference: Reference,
-                 classifier, inception: bool = False) -> dict[str, Any]:
+    def evaluate(self, model: Model, tag: str, guidance: float, inception: bool = False,
+                 options: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Sample ``model`` class-balanced (same seeds for every model) and measure the samples."""
+        tokenizer = self.tokenizer
         policy = build_policy(model.recipe, checkpoint=model.weights, tokenizer=tokenizer).eval()
         folder = self.out / "samples" / tag
         shutil.rmtree(folder, ignore_errors=True)
         path = sample_class_balanced(policy, tokenizer, range(len(self.classes)), self.settings.samples_per_class,
                                      out_dir=folder, batch_size=self.settings.sample_batch, seed=self.settings.seed,
-                                     guidance=guidance, progress=False)
+                                     guidance=guidance, extra_options=options, progress=False)
         speed = json.loads((folder / "sampling.json").read_text())["images_per_second"]
         samples = read_samples(path)
-        metrics = evaluate(samples, reference, classifier, progress=False)
+        metrics = evaluate(samples, self.reference, self.classifier_extractor, progress=False)
         row = {"fid": metrics["fid"], "is": metrics["is"], "precision": metrics["precision"],
                "recall": metrics["recall"], "accuracy": metrics.get("accuracy"), "images_per_s": speed,
                "grid": str(folder / "grid.png")}
@@ -198,9 +201,10 @@ class Bench:
         return evaluate(batch, self.inception_reference, self.inception_extractor, progress=False)["fid"]
 
     def _setup_inception(self) -> None:
-        """Inception FID of the main rows when its weights are installed (or ``--inception``): a
-        CPU runs the network at a few images/s, so it sees ``inception_images`` samples per row
-        against the statistics of ``inception_reference`` real images, computed once."""
+        """Inception FID of the headline rows (base, base+cfg, cca) when its weights are installed
+        (or ``--inception``): a CPU runs the network at a few images/s, so it sees
+        ``inception_images`` samples per row against the statistics of ``inception_reference`` real
+        images, computed once."""
         self.inception_extractor = None
         if self.inception is False or (self.inception is None and not self.settings.inception_images):
             return
@@ -214,11 +218,16 @@ class Bench:
         from alignkit.evaluation.metrics import feature_statistics
         from alignkit_metrics.extractors import InceptionExtractor
 
-        self.console.print("[bold]Inception[/]: statistics of the real images")
         self.inception_extractor = InceptionExtractor()
-        pick = _spread(len(self.train_rgb), self.settings.inception_reference)
-        features = compute_features(self.inception_extractor, np.ascontiguousarray(self.train_rgb[pick]), progress=False)
-        mu, sigma = feature_statistics(features["pool"])
+        images = np.ascontiguousarray(self.train_rgb[_spread(len(self.train_rgb), self.settings.inception_reference)])
+        path = cache_dir("bench") / f"inception-stats-{fingerprint(images, self.inception_extractor.info)[:16]}.npz"
+        if path.is_file():
+            with np.load(path) as stats:
+                mu, sigma = stats["mu"], stats["sigma"]
+        else:
+            self.console.print("[bold]Inception[/]: statistics of the real images")
+            mu, sigma = feature_statistics(compute_features(self.inception_extractor, images, progress=False)["pool"])
+            np.savez(path, mu=mu, sigma=sigma)
         self.inception_reference = Reference(mu=mu, sigma=sigma)
 
     # ------------------------------------------------------------------------------ the run
@@ -233,46 +242,26 @@ class Bench:
         started = time.perf_counter()
         self._prepare_out()
         self._load_data()
-        classifier = self._timed("classifier", self.classifier)
+        self.classifier_extractor = self._timed("classifier", self.classifier)
         self._setup_inception()
-        reference = Reference(images=self.train_rgb)
+        self.reference = Reference(images=self.train_rgb)
         base = self._timed("base model", self.base)
-        tokenizer = build_tokenizer(base.recipe)
+        self.tokenizer = build_tokenizer(base.recipe)
         models = {o: self._timed("fine-tuning", self.finetune, base, o, o) for o in self.objectives}
         lambda_models = self._lambda_models(base, models)
+        conditioned = (self._timed("fine-tuning", self.finetune, base, "cca_lambda", "cca_lambda_conditioned")
+                       if lambda_models else None)
 
-        def score(model: Model, tag: str, guidance: float, inception: bool = False) -> dict[str, Any]:
-            self.console.print(f"[bold]sample + evaluate[/]: {tag}")
-            return self._timed("sampling and evaluation", self.evaluate, model, tag, guidance, tokenizer, reference,
-                               classifier, inception)
-
-        def best_of(sweep: list[dict[str, Any]]) -> dict[str, Any]:
-            best = dict(min(sweep, key=lambda r: r["fid"]))
-            if self.inception_extractor is not None:
-                best["inception_fid"] = self._inception_fid(read_samples(Path(best["grid"]).parent / "samples.npz"))
-            return best
-
-        rows: list[dict[str, Any]] = [{"name": "base", "objective": "mle", "guidance": 0.0,
-                                       **score(base, "base", 0.0, inception=True)}]
-        cfg_sweep = [{"guidance": 0.0, **{k: v for k, v in rows[0].items() if k not in ("name", "objective",
-                                                                                        "guidance", "inception_fid")}}]
-        cfg_sweep += [{"guidance": g, **score(base, f"base_cfg{g:g}", g)} for g in self.settings.cfg_sweep]
-        rows.append({"name": "base+cfg", "objective": "mle", **best_of(cfg_sweep[1:])})
-        for objective, model in models.items():
-            rows.append({"name": objective, "objective": objective, "guidance": 0.0,
-                         **score(model, objective, 0.0, inception=True)})
-        if "cca_cfg" in models:
-            sweep = [{"guidance": g, **score(models["cca_cfg"], f"cca_cfg_cfg{g:g}", g)} for g in self.settings.cfg_sweep]
-            rows.append({"name": "cca_cfg+cfg", "objective": "cca_cfg", **best_of(sweep)})
-        lambda_sweep = []
-        for lam, model in lambda_models.items():
-            existing = next((r for r in rows if r["name"] == "cca"), None) if model is models.get("cca") else None
-            point = {k: v for k, v in existing.items() if k not in ("name", "objective")} if existing else \
-                score(model, f"cca_lambda{lam:g}", 0.0)
-            lambda_sweep.append({"lambda": lam, **point})
+        rows, cfg_sweep = self._rows(base, models)
+        lambda_sweep = [{"lambda": lam, **self._reuse_or_score(model, f"cca_lambda{lam:g}", rows, models)}
+                        for lam, model in lambda_models.items()]
+        # test-time λ: the one λ-conditioned model at every λ of the sweep
+        conditioned_sweep = [{"lambda": lam, **self.score(conditioned, f"cca_test_lambda{lam:g}", 0.0,
+                                                          options={"lambda_": lam})} for lam in lambda_models]
         results = {
             "suite": self.settings.suite, "backbone": self.backbone, "data": self.data_source,
-            "rows": rows, "sweeps": {"cfg": cfg_sweep, "cca_lambda": lambda_sweep},
+            "rows": rows, "sweeps": {"cfg": cfg_sweep, "cca_lambda": lambda_sweep,
+                                     "cca_test_time_lambda": conditioned_sweep},
             "classifier_test_accuracy": self.classifier_test_accuracy,
             "settings": {"samples_per_class": self.settings.samples_per_class, "classes": len(self.classes),
                          "train_images": len(self.train_set.labels), "base_epochs": self.settings.base_epochs,
@@ -285,6 +274,38 @@ class Bench:
 
         write_report(results, self.out, self.console)
         return results
+
+    def score(self, model: Model, tag: str, guidance: float, inception: bool = False,
+              options: dict[str, Any] | None = None) -> dict[str, Any]:
+        self.console.print(f"[bold]sample + evaluate[/]: {tag}")
+        return self._timed("sampling and evaluation", self.evaluate, model, tag, guidance, inception, options)
+
+    def _rows(self, base: Model, models: dict[str, Model]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The table: base, base+cfg (best FID of the guidance sweep), every objective without guidance,
+        cca_cfg+cfg; and the base model's guidance sweep (s = 0 is the base row)."""
+        rows: list[dict[str, Any]] = [{"name": "base", "objective": "mle", "guidance": 0.0,
+                                       **self.score(base, "base", 0.0, inception=True)}]
+        cfg_sweep = [{"guidance": 0.0, **_metrics_of(rows[0])}]
+        cfg_sweep += [{"guidance": g, **self.score(base, f"base_cfg{g:g}", g)} for g in self.settings.cfg_sweep]
+        best = dict(min(cfg_sweep[1:], key=lambda r: r["fid"]))
+        if self.inception_extractor is not None:
+            best["inception_fid"] = self._inception_fid(read_samples(Path(best["grid"]).parent / "samples.npz"))
+        rows.append({"name": "base+cfg", "objective": "mle", **best})
+        for objective, model in models.items():
+            rows.append({"name": objective, "objective": objective, "guidance": 0.0,
+                         **self.score(model, objective, 0.0, inception=objective == "cca")})
+        if "cca_cfg" in models:
+            sweep = [{"guidance": g, **self.score(models["cca_cfg"], f"cca_cfg_cfg{g:g}", g)}
+                     for g in self.settings.cfg_sweep]
+            rows.append({"name": "cca_cfg+cfg", "objective": "cca_cfg", **min(sweep, key=lambda r: r["fid"])})
+        return rows, cfg_sweep
+
+    def _reuse_or_score(self, model: Model, tag: str, rows: list[dict[str, Any]],
+                        models: dict[str, Model]) -> dict[str, Any]:
+        """The ``cca`` row's metrics for the default λ's model, new samples for the others."""
+        if model is models.get("cca"):
+            return _metrics_of(next(r for r in rows if r["name"] == "cca"))
+        return self.score(model, tag, 0.0)
 
     def _lambda_models(self, base: Model, models: dict[str, Model]) -> dict[float, Model]:
         """One CCA model per λ of the sweep (the default λ's is the ``cca`` row's model)."""
@@ -304,3 +325,8 @@ class Bench:
 def _spread(n: int, count: int) -> np.ndarray:
     """``count`` indices spread evenly over ``range(n)`` (samples are in class order: every class)."""
     return np.linspace(0, n - 1, min(count, n)).astype(int)
+
+
+def _metrics_of(row: dict[str, Any]) -> dict[str, Any]:
+    """A row's measurements, without its name, objective, guidance and Inception FID."""
+    return {k: v for k, v in row.items() if k not in ("name", "objective", "guidance", "inception_fid")}

@@ -47,8 +47,9 @@ class Backend(ABC):
         """Place the models, build the optimiser (``param_groups``) and the schedule (``lr_factor``)."""
 
     @abstractmethod
-    def policy_logits(self, tokens_BL: Tensor, labels_B: Tensor) -> Tensor:
-        """The policy's ``logits_BLV`` with gradients, under the configured precision."""
+    def policy_logits(self, tokens_BL: Tensor, labels_B: Tensor, **conditions: Tensor) -> Tensor:
+        """The policy's ``logits_BLV`` with gradients, under the configured precision (``conditions``,
+        e.g. ``lambda_B``, go to its forward)."""
 
     @abstractmethod
     def reference_logps(self, tokens_BL: Tensor, labels_B: Tensor, reduction: str = "sum") -> Tensor:

@@ -83,6 +83,9 @@ class Trainer:
                               backend.world_size, backend.rank, recipe.optim.seed)
         self.total_steps = recipe.optim.max_steps or math.ceil(recipe.optim.epochs * self.plan.steps_per_epoch)
         self.objective = build_objective(recipe, self.policy.num_classes)
+        if getattr(recipe.objective.config, "lambda_range", None) is not None and not self.policy.supports_lambda:
+            raise AlignkitError(f"{recipe.path}: objective.lambda_range (test-time λ) needs a λ-conditioned model: "
+                                "set model.lambda_conditioning = true")
         self.sampler = build_sampler(recipe, self.policy.null_label, backend.rank)
         backend.setup(self.policy, self.reference, self.plan.accumulation_steps, self.total_steps)
         self.store = CheckpointStore(self.output_dir / "checkpoints", recipe.output.keep_last, self.is_main,
@@ -127,19 +130,23 @@ class Trainer:
         """Sampler → reference log-probs → policy log-probs → objective, for one micro-batch."""
         objective, backend = self.objective, self.backend
         pairs = self.sampler(labels_B)
-        if objective.needs_negatives:
+        B, neg = tokens_BL.shape[0], objective.needs_negatives
+        conditions = {k: v.to(tokens_BL.device) for k, v in
+                      objective.sample_conditions(B, self.sampler.generator).items()}
+        if neg:
             tokens_2BL = torch.cat([tokens_BL, tokens_BL])
             labels_2B = torch.cat([pairs.labels_pos_B, pairs.labels_neg_B])
         else:
             tokens_2BL, labels_2B = tokens_BL, pairs.labels_pos_B
-        B = tokens_BL.shape[0]
         reduction = objective.logp_reduction
+        # the reference is the pretrained model: it sees no conditioning of the objective's (test-time λ)
         ref_2B = backend.reference_logps(tokens_2BL, labels_2B, reduction) if objective.needs_reference else None
-        logp_2B = sequence_logps(backend.policy_logits(tokens_2BL, labels_2B), tokens_2BL, reduction=reduction)
-        neg = objective.needs_negatives
+        policy_conditions = {k: torch.cat([v, v]) if neg else v for k, v in conditions.items()}
+        logp_2B = sequence_logps(backend.policy_logits(tokens_2BL, labels_2B, **policy_conditions), tokens_2BL,
+                                 reduction=reduction)
         logps = PairLogps(pairs, logp_2B[:B], logp_2B[B:] if neg else None,
                           ref_2B[:B] if ref_2B is not None else None,
-                          ref_2B[B:] if (ref_2B is not None and neg) else None)
+                          ref_2B[B:] if (ref_2B is not None and neg) else None, conditions)
         return objective(logps)
 
     def _check_batch(self, tokens_BL: Tensor, labels_B: Tensor, where: str | None = None) -> None:

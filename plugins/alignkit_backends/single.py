@@ -55,10 +55,10 @@ class SingleProcess(Backend):
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(optim, total_steps))
         self.params = [p for group in self.optimizer.param_groups for p in group["params"]]
 
-    def policy_logits(self, tokens_BL: Tensor, labels_B: Tensor) -> Tensor:
+    def policy_logits(self, tokens_BL: Tensor, labels_B: Tensor, **conditions: Tensor) -> Tensor:
         self.policy.train()
         with autocast(self.device, self.precision):
-            return self.policy(tokens_BL, labels_B)
+            return self.policy(tokens_BL, labels_B, **conditions)
 
     def reference_logps(self, tokens_BL: Tensor, labels_B: Tensor, reduction: str = "sum") -> Tensor:
         if self.reference is None:

@@ -142,9 +142,9 @@ class DeepSpeedBackend(Backend):
                 reference.model.to(self.device, dtype)
         self._lr = optim.lr
 
-    def policy_logits(self, tokens_BL: Tensor, labels_B: Tensor) -> Tensor:
+    def policy_logits(self, tokens_BL: Tensor, labels_B: Tensor, **conditions: Tensor) -> Tensor:
         self.engine.train()
-        return self.engine(tokens_BL, labels_B)
+        return self.engine(tokens_BL, labels_B, **conditions)
 
     def reference_logps(self, tokens_BL: Tensor, labels_B: Tensor, reduction: str = "sum") -> Tensor:
         if self.reference is None:

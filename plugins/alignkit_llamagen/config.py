@@ -53,6 +53,8 @@ class GPTConfig(ComponentConfig):
     max_batch_size: int = 32
     max_seq_len: int = 2048
     activation_checkpointing: bool = Field(False, description="recompute each block in the backward pass")
+    lambda_conditioning: bool = Field(False, description="test-time λ (CCA Appendix E): add an embedding of log λ "
+                                      "to the class embedding (adds lambda_embed.* weights)")
 
     @model_validator(mode="after")
     def _check_shapes(self) -> GPTConfig:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from alignkit.conditioning import lambda_rows
 from alignkit.errors import AlignkitError
 from alignkit.sampling import Schedule, guidance_at, sample_tokens
 from alignkit_llamagen.layers import KVCache
@@ -31,7 +32,7 @@ def _guided_at(token: int, cfg_interval: int) -> bool:
 def generate_tokens(model: LlamaGenGPT, labels_B: Tensor, *, guidance: float = 0.0, top_k: int = 0,
                     top_p: float = 1.0, temperature: float = 1.0, cfg_interval: int = -1,
                     generator: torch.Generator | None = None, schedule: Schedule = "constant",
-                    greedy: bool = False) -> Tensor:
+                    greedy: bool = False, lambda_: float | None = None) -> Tensor:
     """``tokens_BL`` int64 on the model's device, sampled token by token in raster order.
 
     - ``guidance`` s (0 = guidance-free); ``schedule="linear"`` ramps it over token positions
@@ -39,6 +40,7 @@ def generate_tokens(model: LlamaGenGPT, labels_B: Tensor, *, guidance: float = 0
       has ended the unconditional rows are dropped from the cache and no longer computed.
     - ``top_k`` (0 = off), ``top_p`` (in (0, 1) filters; 0 and 1 are off), ``temperature`` applied after
       guidance; ``greedy`` takes the argmax instead of drawing.
+    - ``lambda_``: the λ of a λ-conditioned model (test-time λ), for every row.
     - Exactly one ``torch.multinomial`` draw per token from ``generator`` (the global CPU generator
       when ``None``), as the official sampler: a seeded generator reproduces its seeded runs.
 
@@ -68,7 +70,7 @@ def generate_tokens(model: LlamaGenGPT, labels_B: Tensor, *, guidance: float = 0
                 if guided and not guide and cache.rows == 2 * B:
                     cache.keep_rows(B)
                 if t == 0:
-                    h_R1D = model.cls_embedding(labels_B)
+                    h_R1D = model.class_tokens(labels_B, lambda_rows(lambda_, labels_B.shape[0], device))
                 else:
                     h_B1D = model.tok_embeddings(tokens_BL[:, t - 1:t])
                     h_R1D = torch.cat([h_B1D, h_B1D]) if cache.rows == 2 * B else h_B1D

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from alignkit.checkpoints import load_strict, read_weights_file, save_torch, strip_prefixes, unwrap_state_dict
+from alignkit.conditioning import complete_state
 from alignkit_llamagen.config import FSDP_SIZES, GPT_PRESETS, VQ_PRESETS, GPTConfig, preset_of
 
 CODEBOOK_USED = "quantize.codebook_used"
@@ -35,7 +36,7 @@ def _is_stray(key: str) -> bool:
 def load_gpt_weights(model: nn.Module, path: str | os.PathLike) -> None:
     """Load an official GPT checkpoint into ``model`` strictly (``model`` may live on the meta device,
     then the file's tensors become its parameters without a copy)."""
-    state = {k: v for k, v in read_state_dict(path).items() if not _is_stray(k)}
+    state = complete_state(model, {k: v for k, v in read_state_dict(path).items() if not _is_stray(k)})
     load_strict(model, state, path, guess=describe_gpt, assign=_on_meta(model))
 
 

@@ -9,8 +9,9 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from alignkit import PolicyModel
+from alignkit import AlignkitError, PolicyModel
 from alignkit.checkpoints import save_safetensors
+from alignkit.conditioning import LambdaEmbedder
 from alignkit.sampling import Schedule
 from alignkit_llamagen.config import GPTConfig
 from alignkit_llamagen.generate import generate_tokens
@@ -38,6 +39,7 @@ class LlamaGenGPT(PolicyModel):
         self.layers = nn.ModuleList(TransformerBlock(config, rate) for rate in rates)
         self.norm = RMSNorm(config.dim, eps=config.norm_eps)
         self.output = nn.Linear(config.dim, config.vocab_size, bias=False)
+        self.lambda_embed = LambdaEmbedder(config.dim) if config.lambda_conditioning else None
         # Plain attributes, as in the official code: not in the state_dict and never cast to bf16.
         self.freqs_cis = precompute_freqs_cis_2d(config.grid_size, config.head_dim, config.rope_base,
                                                  config.cls_token_num)
@@ -53,6 +55,8 @@ class LlamaGenGPT(PolicyModel):
             elif isinstance(module, RMSNorm):
                 nn.init.ones_(module.weight)
         nn.init.zeros_(self.output.weight)
+        if self.lambda_embed is not None:
+            self.lambda_embed.reset_parameters()  # zero output: the model starts as the unconditioned one
 
     def _rope(self, start: int, stop: int, device: torch.device) -> tuple[Tensor, Tensor]:
         """The rotation tables of positions ``start .. stop - 1`` on ``device``."""
@@ -62,7 +66,16 @@ class LlamaGenGPT(PolicyModel):
 
     # ------------------------------------------------------------------ forward passes
 
-    def full_logits(self, tokens_BS: Tensor, labels_B: Tensor) -> Tensor:
+    def class_tokens(self, labels_B: Tensor, lambda_B: Tensor | None = None) -> Tensor:
+        """The class embeddings ``(B, 1, D)``, plus the λ embedding for a λ-conditioned model."""
+        h_B1D = self.cls_embedding(labels_B)
+        if lambda_B is None:
+            return h_B1D
+        if self.lambda_embed is None:
+            raise AlignkitError("this LlamaGen was built without lambda_conditioning: it takes no λ")
+        return h_B1D + self.lambda_embed(lambda_B.to(h_B1D.device))[:, None].to(h_B1D.dtype)
+
+    def full_logits(self, tokens_BS: Tensor, labels_B: Tensor, lambda_B: Tensor | None = None) -> Tensor:
         """Logits ``(B, 1 + S, V)`` float32 at every position of ``[class token, tokens_BS]``.
 
         This is the official training-mode forward (dropout and drop-path active only in ``train()``);
@@ -72,7 +85,8 @@ class LlamaGenGPT(PolicyModel):
         S = tokens_BS.shape[1] + self.config.cls_token_num
         if S > self.freqs_cis.shape[0]:
             raise ValueError(f"{tokens_BS.shape[1]} input tokens exceed block_size {self.config.block_size}")
-        h_BSD = self.tok_dropout(torch.cat([self.cls_embedding(labels_B), self.tok_embeddings(tokens_BS)], dim=1))
+        h_BSD = self.tok_dropout(torch.cat([self.class_tokens(labels_B, lambda_B), self.tok_embeddings(tokens_BS)],
+                                           dim=1))
         rope = self._rope(0, S, h_BSD.device)
         recompute = self.config.activation_checkpointing and self.training and torch.is_grad_enabled()
         for layer in self.layers:
@@ -82,9 +96,9 @@ class LlamaGenGPT(PolicyModel):
                 h_BSD = layer(h_BSD, rope)
         return self.output(self.norm(h_BSD)).float()
 
-    def logits(self, tokens_BL: Tensor, labels_B: Tensor) -> Tensor:
+    def logits(self, tokens_BL: Tensor, labels_B: Tensor, lambda_B: Tensor | None = None) -> Tensor:
         """Teacher forcing on ``[cls, z_0 .. z_{L-2}]``: ``logits_BLV[:, i]`` predicts ``tokens_BL[:, i]``."""
-        return self.full_logits(tokens_BL[:, :-1], labels_B)
+        return self.full_logits(tokens_BL[:, :-1], labels_B, lambda_B)
 
     def decode_step(self, h_B1D: Tensor, cache: KVCache) -> Tensor:
         """Run the embeddings of the next position (class token or previous image token) through the
@@ -102,11 +116,11 @@ class LlamaGenGPT(PolicyModel):
 
     def generate(self, labels_B: Tensor, *, guidance: float = 0.0, top_k: int = 0, top_p: float = 1.0,
                  temperature: float = 1.0, cfg_interval: int = -1, generator: torch.Generator | None = None,
-                 schedule: Schedule = "constant", greedy: bool = False) -> Tensor:
+                 schedule: Schedule = "constant", greedy: bool = False, lambda_: float | None = None) -> Tensor:
         """Sample ``tokens_BL`` (int64, raster order) with a KV cache; see ``generate.generate_tokens``."""
         return generate_tokens(self, labels_B, guidance=guidance, top_k=top_k, top_p=top_p,
                                temperature=temperature, cfg_interval=cfg_interval, generator=generator,
-                               schedule=schedule, greedy=greedy)
+                               schedule=schedule, greedy=greedy, lambda_=lambda_)
 
     # ------------------------------------------------------------------ checkpoints
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import torch
 import torch.nn.functional as F
 from pydantic import Field
+from torch import Tensor
 
 from alignkit import Objective, ObjectiveOutput, PairLogps
-from alignkit_objectives.contrast import ContrastConfig, contrast_weights, resolve_lambda
+from alignkit_objectives.contrast import ContrastConfig, contrast_loss, resolve_lambda, sample_lambda
 
 
 class CCAConfig(ContrastConfig):
@@ -24,20 +26,21 @@ class CCA(Objective):
     with (w, s) = (λ, −1) for true negatives and (1, +1) for rows trained as positives (null-class
     rows, and collisions c⁻ = c when ``same_label = "positive"``), divided by max(λ, 1) when
     ``normalize``. With no such rows this is −log σ(β r⁺) − λ log σ(−β r⁻), whose optimum is
-    r* = log p(x|c)/p(x) − log λ (Theorem B.1).
+    r* = log p(x|c)/p(x) − log λ (Theorem B.1). With ``lambda_range`` (test-time λ, Appendix E) each
+    row draws its own λ and the policy is conditioned on it.
     """
 
     def __init__(self, config: CCAConfig, num_classes: int | None = None):
         super().__init__(config)
         self.lambda_ = resolve_lambda(config, num_classes)
 
+    def sample_conditions(self, batch_size: int, generator: torch.Generator) -> dict[str, Tensor]:
+        return sample_lambda(self.config, batch_size, generator)
+
     def __call__(self, logps: PairLogps) -> ObjectiveOutput:
         beta = self.config.beta
-        w_B, s_B = contrast_weights(logps.pairs, self.lambda_, self.config.same_label)
-        w_B, s_B = w_B.to(logps.r_pos_B), s_B.to(logps.r_pos_B)
-        loss = -F.logsigmoid(beta * logps.r_pos_B).mean() - (w_B * F.logsigmoid(s_B * beta * logps.r_neg_B)).mean()
-        if self.config.normalize:
-            loss = loss / max(self.lambda_, 1.0)
+        loss = contrast_loss(logps, self.lambda_, self.config.same_label, self.config.normalize,
+                             lambda r_B: F.logsigmoid(beta * r_B))
         return ObjectiveOutput(loss, {"loss": loss.detach(), **logps.reward_metrics(beta)})
 
 

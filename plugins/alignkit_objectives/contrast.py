@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from typing import Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import Tensor
 
-from alignkit import ComponentConfig, Pairs
+from alignkit import ComponentConfig, PairLogps, Pairs
 
 
 class ContrastConfig(ComponentConfig):
@@ -17,26 +19,66 @@ class ContrastConfig(ComponentConfig):
         "because the optimum r* = log p(c|x) + log(|C| / λ) only depends on λ through |C| / λ")
     normalize: bool = Field(True, description="divide the loss by max(λ, 1), as the official trainers do with "
                             "uncond_ratio > 0; keeps the gradient scale independent of λ")
+    lambda_range: tuple[float, float] | None = Field(
+        None, description="test-time λ (paper App. E): each row draws λ log-uniformly from this range, the policy "
+        "is conditioned on it (needs model.lambda_conditioning = true) and lambda_ is unused; the paper uses "
+        "[1, 1e4] on ImageNet")
     same_label: Literal["positive", "negative"] = Field(
         "positive", description="how rows whose negative label equals their label count: 'positive' (official with "
         "uncond_ratio > 0) or 'negative' (official 'simplified' path with uncond_ratio = 0, and the paper's Eq.)")
+
+    @model_validator(mode="after")
+    def _range_is_ordered(self):
+        if self.lambda_range is not None and not 0 < self.lambda_range[0] < self.lambda_range[1]:
+            raise ValueError(f"lambda_range must be [low, high] with 0 < low < high, got {list(self.lambda_range)}")
+        return self
+
+
+def sample_lambda(config: ContrastConfig, batch_size: int, generator: torch.Generator) -> dict[str, Tensor]:
+    """``{"lambda_B": …}`` drawn log-uniformly from ``lambda_range``, or nothing without one."""
+    if config.lambda_range is None:
+        return {}
+    from alignkit.conditioning import log_uniform
+
+    low, high = config.lambda_range
+    return {"lambda_B": log_uniform(batch_size, low, high, generator)}
+
+
+def contrast_loss(logps: PairLogps, lambda_: float, same_label: str, normalize: bool,
+                  term: Callable[[Tensor], Tensor]) -> Tensor:
+    """``mean(−term(r⁺) − w·term(s·r⁻))``, / max(λ, 1) when ``normalize``: CCA with ``term = log σ(β·)``,
+    Unlearning with the identity. With test-time λ (``logps.conditions["lambda_B"]``) every row has
+    its own λ and its own max(λ, 1)."""
+    lambda_B = logps.conditions.get("lambda_B")
+    w_B, s_B = contrast_weights(logps.pairs, lambda_ if lambda_B is None else lambda_B, same_label)
+    w_B, s_B = w_B.to(logps.r_pos_B), s_B.to(logps.r_pos_B)
+    if lambda_B is None:  # the official expression, term for term
+        loss = -term(logps.r_pos_B).mean() - (w_B * term(s_B * logps.r_neg_B)).mean()
+        return loss / max(lambda_, 1.0) if normalize else loss
+    loss_B = -term(logps.r_pos_B) - w_B * term(s_B * logps.r_neg_B)
+    if normalize:
+        loss_B = loss_B / lambda_B.to(loss_B).clamp(min=1.0)
+    return loss_B.mean()
 
 
 def resolve_lambda(config: ContrastConfig, num_classes: int | None) -> float:
     if config.lambda_ is not None:
         return config.lambda_
+    if config.lambda_range is not None:  # only used for rows that come without their own λ
+        return math.sqrt(config.lambda_range[0] * config.lambda_range[1])
     if num_classes is None:
         raise ValueError("lambda_ is unset and the number of classes is unknown; set objective.lambda_")
     return num_classes / 10
 
 
-def contrast_weights(pairs: Pairs, lambda_: float, same_label: str) -> tuple[Tensor, Tensor]:
+def contrast_weights(pairs: Pairs, lambda_: float | Tensor, same_label: str) -> tuple[Tensor, Tensor]:
     """``(w_B, s_B)``: weight 1 and sign +1 for rows trained as positives, (λ, −1) for true negatives.
 
     Null-class rows are always positives (CCA+CFG keeps the unconditional model by likelihood);
     label collisions follow ``same_label``.
     """
     as_pos_B = pairs.neg_is_pos_B if same_label == "positive" else pairs.uncond_B
+    lambda_ = lambda_.to(as_pos_B.device) if isinstance(lambda_, Tensor) else lambda_
     w_B = torch.where(as_pos_B, 1.0, lambda_)
     s_B = torch.where(as_pos_B, 1.0, -1.0)
     return w_B, s_B

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import torch
+from torch import Tensor
+
 from alignkit import Objective, ObjectiveOutput, PairLogps
-from alignkit_objectives.contrast import ContrastConfig, contrast_weights, resolve_lambda
+from alignkit_objectives.contrast import ContrastConfig, contrast_loss, resolve_lambda, sample_lambda
 
 
 class UnlearnConfig(ContrastConfig):
@@ -25,10 +28,9 @@ class Unlearn(Objective):
         super().__init__(config)
         self.lambda_ = resolve_lambda(config, num_classes)
 
+    def sample_conditions(self, batch_size: int, generator: torch.Generator) -> dict[str, Tensor]:
+        return sample_lambda(self.config, batch_size, generator)
+
     def __call__(self, logps: PairLogps) -> ObjectiveOutput:
-        w_B, s_B = contrast_weights(logps.pairs, self.lambda_, self.config.same_label)
-        w_B, s_B = w_B.to(logps.r_pos_B), s_B.to(logps.r_pos_B)
-        loss = -logps.r_pos_B.mean() - (w_B * s_B * logps.r_neg_B).mean()
-        if self.config.normalize:
-            loss = loss / max(self.lambda_, 1.0)
+        loss = contrast_loss(logps, self.lambda_, self.config.same_label, self.config.normalize, lambda r_B: r_B)
         return ObjectiveOutput(loss, {"loss": loss.detach(), **logps.reward_metrics(1.0)})

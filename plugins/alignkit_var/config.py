@@ -85,6 +85,8 @@ class VARConfig(ComponentConfig):
     init_head: float = 0.02
     init_std: float = Field(-1.0, description="< 0: sqrt(1/(3C)) as build_vae_var")
     activation_checkpointing: bool = Field(False, description="recompute each block in the backward pass")
+    lambda_conditioning: bool = Field(False, description="test-time λ (CCA Appendix E): add an embedding of log λ "
+                                      "to the class embedding, the AdaLN condition too (adds lambda_embed.* weights)")
 
     @model_validator(mode="after")
     def _check(self) -> VARConfig:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from alignkit.conditioning import lambda_rows
 from alignkit.errors import AlignkitError
 from alignkit.sampling import Schedule, draw_tokens, filter_logits, guidance_at
 
@@ -51,7 +52,8 @@ def gumbel_softmax(logits_BlV: Tensor, tau: float, generator: torch.Generator | 
 @torch.no_grad()
 def sample_stages(model: VAR, labels_B: Tensor, *, guidance: float = 0.0, schedule: Schedule = "linear",
                   top_k: int = 0, top_p: float = 0.0, more_smooth: bool = False, temperature: float = 1.0,
-                  generator: torch.Generator | None = None, greedy: bool = False) -> Iterator[Stage]:
+                  generator: torch.Generator | None = None, greedy: bool = False,
+                  lambda_: float | None = None) -> Iterator[Stage]:
     """Yield one ``Stage`` per scale. The model runs in eval mode meanwhile (no dropout/drop-path);
     the KV caches are local, so nothing stays attached to the model afterwards."""
     q = model.quantizer
@@ -66,7 +68,7 @@ def sample_stages(model: VAR, labels_B: Tensor, *, guidance: float = 0.0, schedu
         labels_B = torch.cat((labels_B, torch.full_like(labels_B, model.null_label)))
     rows = labels_B.shape[0]
 
-    cond_BD = model.class_emb(labels_B)
+    cond_BD = model.condition(labels_B, lambda_rows(lambda_, rows, labels_B.device))
     cond = model.shared_ada_lin(cond_BD)
     lvl_pos_1LC = model.lvl_embed(model.lvl_1L) + model.pos_1LC
     x_BlC = (cond_BD.unsqueeze(1).expand(rows, first_l, -1) + model.pos_start.expand(rows, first_l, -1)
@@ -108,18 +110,19 @@ def sample_stages(model: VAR, labels_B: Tensor, *, guidance: float = 0.0, schedu
 
 def generate(model: VAR, labels_B: Tensor, *, guidance: float = 0.0, schedule: Schedule = "linear", top_k: int = 0,
              top_p: float = 0.0, more_smooth: bool = False, temperature: float = 1.0,
-             generator: torch.Generator | None = None, greedy: bool = False,
+             generator: torch.Generator | None = None, greedy: bool = False, lambda_: float | None = None,
              return_fhat: bool = False) -> Tensor | tuple[Tensor, Tensor]:
     """``tokens_BL`` (int64, scales concatenated), or ``(tokens_BL, f_hat_BChw)`` with ``return_fhat``.
 
     ``guidance`` is s (0 = guidance-free, VAR's ``cfg``); ``top_k`` 0 and ``top_p`` 0 or 1 are off
     (VAR's defaults); ``greedy`` takes the most likely filtered token. With ``more_smooth`` the
-    image must be decoded from ``f_hat`` (``VQVAE.decode_fhat``), not from the tokens.
+    image must be decoded from ``f_hat`` (``VQVAE.decode_fhat``), not from the tokens. ``lambda_``
+    is the λ of a λ-conditioned model (test-time λ).
     """
     ids_per_scale, stage = [], None
     for stage in sample_stages(model, labels_B, guidance=guidance, schedule=schedule, top_k=top_k, top_p=top_p,
                                more_smooth=more_smooth, temperature=temperature, generator=generator,
-                               greedy=greedy):
+                               greedy=greedy, lambda_=lambda_):
         ids_per_scale.append(stage.ids_Bl)
     tokens_BL = torch.cat(ids_per_scale, dim=1)
     return (tokens_BL, stage.f_hat_BChw) if return_fhat else tokens_BL

@@ -22,7 +22,8 @@ import torch
 import torch.utils.checkpoint
 from torch import Tensor, nn
 
-from alignkit import PolicyModel, Tokenizer
+from alignkit import AlignkitError, PolicyModel, Tokenizer
+from alignkit.conditioning import LambdaEmbedder
 
 from alignkit_var.blocks import AdaLNBeforeHead, AdaLNSelfAttn, KVCache, SharedAdaLin
 from alignkit_var.config import VARConfig
@@ -82,6 +83,7 @@ class VAR(PolicyModel):
             for rate in drop_path_rates)
         self.head_nm = AdaLNBeforeHead(C, C, config.norm_eps)
         self.head = nn.Linear(C, self.vocab_size)
+        self.lambda_embed = LambdaEmbedder(C) if config.lambda_conditioning else None
 
     @property
     def quantizer(self) -> MultiScaleQuantizer:
@@ -122,12 +124,24 @@ class VAR(PolicyModel):
                 block.ada_lin[-1].weight[2 * C:].mul_(cfg.init_adaln)
                 block.ada_lin[-1].weight[:2 * C].mul_(cfg.init_adaln_gamma)
                 block.ada_lin[-1].bias.zero_()
+        if self.lambda_embed is not None:
+            self.lambda_embed.reset_parameters()  # zero output: the model starts as the unconditioned one
 
     # ------------------------------------------------------------------ teacher forcing
 
-    def logits(self, tokens_BL: Tensor, labels_B: Tensor) -> Tensor:
+    def logits(self, tokens_BL: Tensor, labels_B: Tensor, lambda_B: Tensor | None = None) -> Tensor:
         """``logits_BLV`` (fp32) of every position given the concatenated multi-scale ids."""
-        return self.forward_var_input(labels_B, self.teacher_forcing_input(tokens_BL))
+        return self.forward_var_input(labels_B, self.teacher_forcing_input(tokens_BL), lambda_B)
+
+    def condition(self, labels_B: Tensor, lambda_B: Tensor | None = None) -> Tensor:
+        """``cond_BD``: the class embedding (first token and AdaLN condition), plus the λ embedding
+        of a λ-conditioned model."""
+        cond_BD = self.class_emb(labels_B)
+        if lambda_B is None:
+            return cond_BD
+        if self.lambda_embed is None:
+            raise AlignkitError("this VAR was built without lambda_conditioning: it takes no λ")
+        return cond_BD + self.lambda_embed(lambda_B.to(cond_BD.device)).to(cond_BD.dtype)
 
     @torch.no_grad()
     def teacher_forcing_input(self, tokens_BL: Tensor) -> Tensor:
@@ -140,7 +154,7 @@ class VAR(PolicyModel):
                 return self.quantizer.var_input(self.quantizer.split(unique_BL))[inverse_B]
         return self.quantizer.var_input(self.quantizer.split(tokens_BL))
 
-    def forward_var_input(self, labels_B: Tensor, x_BLCv_wo_first_l: Tensor) -> Tensor:
+    def forward_var_input(self, labels_B: Tensor, x_BLCv_wo_first_l: Tensor, lambda_B: Tensor | None = None) -> Tensor:
         """The official ``VAR.forward`` without label dropout: ``(B, ed, V)`` fp32 logits, where ``ed``
         is ``first_l`` plus the length of ``x_BLCv_wo_first_l`` (a prefix of whole scales)."""
         B, ed = labels_B.shape[0], self.first_l + x_BLCv_wo_first_l.shape[1]
@@ -149,7 +163,7 @@ class VAR(PolicyModel):
                              f"(scale ends: {self.scale_ends})")
         device_type = self.pos_1LC.device.type
         with torch.autocast(device_type, enabled=False):
-            cond_BD = self.class_emb(labels_B)
+            cond_BD = self.condition(labels_B, lambda_B)
             x_BLC = cond_BD.unsqueeze(1).expand(B, self.first_l, -1) + self.pos_start.expand(B, self.first_l, -1)
             if ed > self.first_l:
                 x_BLC = torch.cat((x_BLC, self.embed_codes(x_BLCv_wo_first_l)), dim=1)
