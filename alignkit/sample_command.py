@@ -56,7 +56,7 @@ def sample_command(
     more_smooth: Annotated[bool | None, typer.Option("--more-smooth", help="VAR: Gumbel-softmax smoothing of the "
                                                      "latent (VAR's visual-quality setting)")] = None,
     lambda_: Annotated[float | None, typer.Option("--lambda", help="test-time λ of a model trained with "
-                                                  "objective.lambda_range (smaller: closer to strong guidance)")] = None,
+                                                  "objective.lambda_range (larger: more fidelity, less diversity, like stronger guidance)")] = None,
     image_size: Annotated[int | None, typer.Option(help="resize to this size (bicubic) before saving, as LlamaGen's "
                                                    "--image-size-eval (384 -> 256)")] = None,
     batch_size: Annotated[int, typer.Option(help="images per forward pass; part of what the seed means")] = 25,
@@ -93,6 +93,9 @@ def _run(args: dict[str, Any]) -> None:
     extra = {key: args[key] for key in ("cfg_interval", "more_smooth", "lambda_") if args[key] is not None}
     if "lambda_" in extra and not models.policy.supports_lambda:
         raise AlignkitError("--lambda needs a model trained with test-time λ (model.lambda_conditioning = true)")
+    if "lambda_" not in extra and models.policy.supports_lambda:
+        raise AlignkitError("this model was trained with test-time λ (model.lambda_conditioning = true): "
+                            "choose the trade-off with --lambda")
     out = args["out"] or (args["source"] / "samples" if args["source"] is not None and args["source"].is_dir()
                           else Path("samples"))
     samples = sample_class_balanced(

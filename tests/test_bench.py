@@ -90,8 +90,10 @@ def test_bench_refuses_a_foreign_output_folder(tmp_path):
     assert result.exit_code == 2 and "unknown ppo" in result.stderr
 
 
-def test_bench_on_user_data(tmp_path, monkeypatch):
-    """--data: an .npz of RGB images (3 classes of coloured shapes, 20×20) instead of the digits."""
+@pytest.mark.parametrize("backbone", ["llamagen", "var"])
+def test_bench_on_user_data(backbone, tmp_path, monkeypatch):
+    """--data: an .npz of RGB images (3 classes of coloured shapes, 20×20) instead of the digits,
+    with either backbone (VAR: the multi-scale toy tokenizer)."""
     monkeypatch.setenv("ALIGNKIT_CACHE", str(tmp_path / "cache"))
     rng = np.random.default_rng(0)
     images = np.zeros((150, 20, 20, 3), dtype=np.uint8)
@@ -108,9 +110,11 @@ def test_bench_on_user_data(tmp_path, monkeypatch):
     np.savez(tmp_path / "shapes.npz", images=images, labels=labels, classes=np.array(["square", "bar", "line"]))
     out = tmp_path / "out"
     result = runner.invoke(app, ["bench", "--quick", "--data", str(tmp_path / "shapes.npz"), "--objectives", "cca",
-                                 "--out", str(out), "--no-inception"])
+                                 "--backbone", backbone, "--out", str(out), "--no-inception"])
     assert result.exit_code == 0, result.output
     results = json.loads((out / "results.json").read_text())
-    assert results["data"] == str(tmp_path / "shapes.npz")
+    assert results["data"] == str(tmp_path / "shapes.npz") and results["backbone"] == backbone
+    assert [r["name"] for r in results["rows"]] == ["base", "base+cfg", "cca"]
+    assert all(np.isfinite(r["fid"]) and 0 <= r["accuracy"] <= 1 for r in results["rows"])
     samples = np.load(out / "samples" / "cca" / "samples.npz")
     assert samples["arr_0"].shape == (30, 28, 28, 3) and sorted(set(samples["labels"].tolist())) == [0, 1, 2]

@@ -320,9 +320,25 @@ def test_bad_inputs_are_one_error_line_with_exit_code_2(files, tmp_path):
         ([recipe, "--schedule", "cosine"], "schedule must be one of constant, linear"),
         ([recipe, "--top-p", 1.5], "top_p must lie in [0, 1]"),
         ([recipe, "--device", "tpu"], "cannot use device 'tpu'"),
+        ([recipe, "--lambda", 1.0], "--lambda needs a model trained with test-time λ"),
+        ([*explicit(files), "--config", "lambda_conditioning=true"], "choose the trade-off with --lambda"),
     ]
     for args, message in cases:
         result, _, err = cli("sample", *run, *args)
         assert result.exit_code == 2, (args, err)
         assert err.startswith("error: ") and err.count("\n") == 1 and message in err, (args, err)
         assert "Traceback" not in err
+
+
+def test_lambda_reaches_a_lambda_conditioned_model(files, tmp_path):
+    """A λ-conditioned model built from an unconditioned checkpoint starts with a zero λ embedding,
+    so at any ``--lambda`` it samples exactly the checkpoint's images; the option is recorded."""
+    common = ["--num-per-class", 2, "--classes", "0,3", "--batch-size", 2, "--device", "cpu", "--no-progress"]
+    result, _, err = cli("sample", *explicit(files), *common, "--out", tmp_path / "plain")
+    assert result.exit_code == 0, err
+    result, _, err = cli("sample", *explicit(files), "--config", "lambda_conditioning=true", "--lambda", 30,
+                         *common, "--out", tmp_path / "lambda")
+    assert result.exit_code == 0, err
+    assert same(read_samples(tmp_path / "plain" / "samples.npz"), read_samples(tmp_path / "lambda" / "samples.npz"))
+    info = json.loads((tmp_path / "lambda" / "sampling.json").read_text())
+    assert info["options"] == {"lambda_": 30.0}
