@@ -13,6 +13,7 @@ Data flow of one alignment step::
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
@@ -300,3 +301,9 @@ class Tokenizer(nn.Module, ABC):
     @abstractmethod
     def decode(self, tokens_BL: Tensor) -> Tensor:
         """Images (B, 3, H, W), roughly in [-1, 1]."""
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the weights that its factory's ``checkpoint=path`` rebuilds it from. Optional; a
+        tokenizer that can be built without a checkpoint (fitted on the data) should have it, so
+        that training runs record the tokenizer they used."""
+        raise NotImplementedError(f"{type(self).__name__} cannot save its weights")

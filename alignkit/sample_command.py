@@ -180,6 +180,9 @@ def _load_tokenizer(name: str | None, checkpoint: Path | None, config: list[str]
                             "--tokenizer-checkpoint PATH")
     hint = (" (relative paths in a run folder's recipe.toml are read from the run folder: sample the original "
             "recipe with --checkpoint, or give --tokenizer and --tokenizer-checkpoint)" if source.is_dir() else "")
+    if recipe.tokenizer.checkpoint is None:
+        raise AlignkitError(f"{recipe.path}: tokenizer.checkpoint is not set; give the tokenizer's weights with "
+                            f"--tokenizer {recipe.tokenizer.name} --tokenizer-checkpoint PATH")
     checkpoint = _require_file(recipe.tokenizer.checkpoint, f"{recipe.path}: tokenizer.checkpoint", hint)
     return build_tokenizer(recipe), recipe.tokenizer.name, checkpoint
 

@@ -118,3 +118,16 @@ def test_bench_on_user_data(backbone, tmp_path, monkeypatch):
     assert all(np.isfinite(r["fid"]) and 0 <= r["accuracy"] <= 1 for r in results["rows"])
     samples = np.load(out / "samples" / "cca" / "samples.npz")
     assert samples["arr_0"].shape == (30, 28, 28, 3) and sorted(set(samples["labels"].tolist())) == [0, 1, 2]
+
+
+def test_bench_runs_can_be_sampled_on_their_own(quick, tmp_path):
+    """The fitted toy tokenizer is saved into each run folder and named by its recipe.toml, so
+    `alignkit sample RUN` works without the bench (and without the cache it was fitted into)."""
+    out, _, _, _, _ = quick
+    run = out / "runs" / "cca_lambda_conditioned"
+    assert (run / "tokenizer.safetensors").is_file()
+    assert str(run / "tokenizer.safetensors") in (run / "recipe.toml").read_text()
+    result = runner.invoke(app, ["sample", str(run), "--lambda", "3", "--num-per-class", "1", "--classes", "0-2",
+                                 "--out", str(tmp_path / "s"), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert np.load(tmp_path / "s" / "samples.npz")["arr_0"].shape == (3, 28, 28, 3)

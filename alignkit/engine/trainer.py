@@ -67,7 +67,7 @@ class Trainer:
     def _build(self) -> None:
         recipe, backend = self.recipe, self.backend
         torch.manual_seed(recipe.optim.seed)  # the same initialisation on every process
-        tokenizer = build_tokenizer(recipe)
+        self.tokenizer = tokenizer = build_tokenizer(recipe)
         self.policy = build_policy(recipe, tokenizer=tokenizer)
         self.reference = build_reference(self.policy, recipe)
         self.dataset = build_dataset(recipe, tokenizer=tokenizer)
@@ -290,12 +290,27 @@ class Trainer:
 
     def _write_run_files(self) -> None:
         self.output_dir.mkdir(parents=True, exist_ok=True)
+        self._keep_fitted_tokenizer()
         text = self.recipe.to_toml()
         atomic_write(self.output_dir / "recipe.toml", lambda p: p.write_text(text))
         summary = {"recipe": str(self.recipe.path), "total_steps": self.total_steps, "world_size": self.backend.world_size,
                    "accumulation_steps": self.plan.accumulation_steps, "micro_batch_size": self.plan.micro_batch_size,
                    "num_images": self.plan.num_items, "steps_per_epoch": self.plan.steps_per_epoch}
         atomic_write(self.output_dir / "run.json", lambda p: p.write_text(json.dumps(summary, indent=2) + "\n"))
+
+    def _keep_fitted_tokenizer(self) -> None:
+        """A tokenizer built without weights (fitted on the data, as the bench's patch tokenizers are)
+        is saved into the run folder and named in its recipe.toml: the run can then be sampled and
+        resumed without the cache it was fitted into."""
+        section = self.recipe.tokenizer
+        if self.tokenizer is None or section is None or section.checkpoint is not None:
+            return
+        path = self.output_dir / "tokenizer.safetensors"
+        try:
+            self.tokenizer.save(path)
+        except NotImplementedError:
+            return
+        object.__setattr__(section, "checkpoint", path)  # the recipe is otherwise immutable once validated
 
 
 def train(recipe: Recipe, resume: bool = False, **kwargs: Any) -> RunResult:
