@@ -17,6 +17,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from alignkit.errors import AlignkitError
+
 LOG_LAMBDA_SCALE = 100.0
 """log λ is multiplied by this before the sinusoids: λ in [1, 10⁴] spans [0, 921], the range of the
 diffusion timesteps DiT's embedding was designed for."""
@@ -53,11 +55,6 @@ class LambdaEmbedder(nn.Module):
         return self.mlp(features.to(self.mlp[0].weight.dtype))
 
 
-def initial_state(dim: int, prefix: str = "lambda_embed.") -> dict[str, Tensor]:
-    """A fresh embedder's tensors, to complete a checkpoint that predates λ conditioning."""
-    return {prefix + key: value for key, value in LambdaEmbedder(dim).state_dict().items()}
-
-
 def lambda_rows(value: float | Tensor | None, batch: int, device: torch.device) -> Tensor | None:
     """A per-row ``λ_B`` from a number or a tensor (``None`` stays ``None``)."""
     if value is None:
@@ -72,10 +69,21 @@ def log_uniform(batch: int, low: float, high: float, generator: torch.Generator)
     return torch.exp(math.log(low) + u_B * (math.log(high) - math.log(low)))
 
 
-def complete_state(module: nn.Module, state: dict[str, Tensor], prefix: str = "lambda_embed.") -> dict[str, Tensor]:
-    """``state`` plus a fresh λ embedding when ``module`` has one and the checkpoint (a pretrained,
-    unconditioned model) does not: fine-tuning with test-time λ starts from official weights."""
-    embedder = getattr(module, prefix.rstrip("."), None)
-    if embedder is None or any(key.startswith(prefix) for key in state):
+def complete_state(state: dict[str, Tensor], dim: int | None, prefix: str = "lambda_embed.") -> dict[str, Tensor]:
+    """``state`` plus a fresh λ embedding of width ``dim`` when the model has one (``dim`` is not
+    ``None``) and the checkpoint (a pretrained, unconditioned model) does not: fine-tuning with
+    test-time λ starts from official weights."""
+    if dim is None or any(key.startswith(prefix) for key in state):
         return state
-    return {**state, **initial_state(embedder.mlp[2].weight.shape[0], prefix)}
+    return {**state, **{prefix + key: value for key, value in LambdaEmbedder(dim).state_dict().items()}}
+
+
+def add_lambda(cond: Tensor, embedder: LambdaEmbedder | None, lambda_B: Tensor | None, model: str) -> Tensor:
+    """``cond`` (``(B, …, D)``, a class embedding) plus the λ embedding of ``lambda_B``, broadcast over
+    its middle dimensions; ``cond`` itself without a λ. A model built without an embedder refuses one."""
+    if lambda_B is None:
+        return cond
+    if embedder is None:
+        raise AlignkitError(f"this {model} was built without lambda_conditioning: it takes no λ")
+    e_BD = embedder(lambda_B.to(cond.device)).to(cond.dtype)
+    return cond + e_BD.view(cond.shape[0], *([1] * (cond.ndim - 2)), -1)

@@ -178,11 +178,13 @@ def _load_tokenizer(name: str | None, checkpoint: Path | None, config: list[str]
         missing = f"{source} has no [tokenizer] section; " if recipe is not None else ""
         raise AlignkitError(f"{missing}sampling decodes tokens into images: give --tokenizer NAME "
                             "--tokenizer-checkpoint PATH")
-    hint = (" (relative paths in a run folder's recipe.toml are read from the run folder: sample the original "
-            "recipe with --checkpoint, or give --tokenizer and --tokenizer-checkpoint)" if source.is_dir() else "")
     if recipe.tokenizer.checkpoint is None:
-        raise AlignkitError(f"{recipe.path}: tokenizer.checkpoint is not set; give the tokenizer's weights with "
-                            f"--tokenizer {recipe.tokenizer.name} --tokenizer-checkpoint PATH")
+        hint = f"; give the tokenizer's weights with --tokenizer {recipe.tokenizer.name} --tokenizer-checkpoint PATH"
+    elif source.is_dir():
+        hint = (" (relative paths in a run folder's recipe.toml are read from the run folder: sample the original "
+                "recipe with --checkpoint, or give --tokenizer and --tokenizer-checkpoint)")
+    else:
+        hint = ""
     checkpoint = _require_file(recipe.tokenizer.checkpoint, f"{recipe.path}: tokenizer.checkpoint", hint)
     return build_tokenizer(recipe), recipe.tokenizer.name, checkpoint
 
@@ -205,7 +207,7 @@ def _recipe_and_checkpoint(source: Path, checkpoint: Path | None) -> tuple[Path,
 
 def _require_file(path: Path | None, what: str, hint: str = "") -> Path:
     if path is None:
-        raise AlignkitError(f"{what} is not set")
+        raise AlignkitError(f"{what} is not set{hint}")
     if not Path(path).is_file():
         raise AlignkitError(f"{what} {path} not found{hint}")
     return Path(path)

@@ -299,6 +299,9 @@ def test_bad_inputs_are_one_error_line_with_exit_code_2(files, tmp_path):
     (tmp_path / "unfinished" / "recipe.toml").write_text(recipe.read_text())
     (tmp_path / "no_tokenizer.toml").write_text(recipe.read_text().split("[tokenizer]")[0]
                                                 + "[objective]\nname = 'cca'\nbeta = 0.02\nlambda_ = 1.0\n")
+    model_part, tokenizer_part = recipe.read_text().split("[tokenizer]")
+    (tmp_path / "unset_tokenizer.toml").write_text(model_part + "[tokenizer]" + "".join(
+        line + "\n" for line in tokenizer_part.splitlines() if not line.startswith("checkpoint")))
     run = ["--num-per-class", 1, "--classes", "0", "--device", "cpu", "--no-progress", "--out", tmp_path / "out"]
     assert cli("sample", recipe, *run)[0].exit_code == 0
     cases = [
@@ -308,6 +311,8 @@ def test_bad_inputs_are_one_error_line_with_exit_code_2(files, tmp_path):
         ([tmp_path / "unfinished"], "has no final/model.pt"),
         ([recipe, "--checkpoint", tmp_path / "missing.pt"], "missing.pt not found"),
         ([tmp_path / "no_tokenizer.toml"], "has no [tokenizer] section"),
+        ([tmp_path / "unset_tokenizer.toml"], "tokenizer.checkpoint is not set; give the tokenizer's weights with "
+         "--tokenizer llamagen-vq --tokenizer-checkpoint PATH"),
         ([a.replace("llamagen", "llamagan") if a == "llamagen" else a for a in explicit(files)],
          "did you mean 'llamagen'"),
         ([recipe, "--backbone", "llamagen"], "--backbone and --config are for sampling without a recipe"),

@@ -36,7 +36,8 @@ def _is_stray(key: str) -> bool:
 def load_gpt_weights(model: nn.Module, path: str | os.PathLike) -> None:
     """Load an official GPT checkpoint into ``model`` strictly (``model`` may live on the meta device,
     then the file's tensors become its parameters without a copy)."""
-    state = complete_state(model, {k: v for k, v in read_state_dict(path).items() if not _is_stray(k)})
+    state = {k: v for k, v in read_state_dict(path).items() if not _is_stray(k)}
+    state = complete_state(state, model.config.dim if model.config.lambda_conditioning else None)
     load_strict(model, state, path, guess=describe_gpt, assign=_on_meta(model))
 
 

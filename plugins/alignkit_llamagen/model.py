@@ -9,9 +9,9 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from alignkit import AlignkitError, PolicyModel
+from alignkit import PolicyModel
 from alignkit.checkpoints import save_safetensors
-from alignkit.conditioning import LambdaEmbedder
+from alignkit.conditioning import LambdaEmbedder, add_lambda
 from alignkit.sampling import Schedule
 from alignkit_llamagen.config import GPTConfig
 from alignkit_llamagen.generate import generate_tokens
@@ -68,12 +68,7 @@ class LlamaGenGPT(PolicyModel):
 
     def class_tokens(self, labels_B: Tensor, lambda_B: Tensor | None = None) -> Tensor:
         """The class embeddings ``(B, 1, D)``, plus the λ embedding for a λ-conditioned model."""
-        h_B1D = self.cls_embedding(labels_B)
-        if lambda_B is None:
-            return h_B1D
-        if self.lambda_embed is None:
-            raise AlignkitError("this LlamaGen was built without lambda_conditioning: it takes no λ")
-        return h_B1D + self.lambda_embed(lambda_B.to(h_B1D.device))[:, None].to(h_B1D.dtype)
+        return add_lambda(self.cls_embedding(labels_B), self.lambda_embed, lambda_B, "LlamaGen")
 
     def full_logits(self, tokens_BS: Tensor, labels_B: Tensor, lambda_B: Tensor | None = None) -> Tensor:
         """Logits ``(B, 1 + S, V)`` float32 at every position of ``[class token, tokens_BS]``.

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from alignkit import Tokenizer
 from alignkit.checkpoints import load_strict, read_weights_file, strip_prefixes, unwrap_state_dict
-from alignkit.conditioning import initial_state
+from alignkit.conditioning import complete_state
 from alignkit.errors import AlignkitError, CheckpointError
 
 from alignkit_var.config import VAR_PRESETS, VARConfig, VQVAEConfig
@@ -100,8 +100,7 @@ def build_var(config: VARConfig, checkpoint: Path | None = None, tokenizer: Toke
         return model
     state = read_state(checkpoint, VAR_WRAPPERS)
     _check_layout_buffers(config, state, checkpoint)
-    if config.lambda_conditioning and not any(k.startswith("lambda_embed.") for k in state):
-        state.update(initial_state(config.width))  # a pretrained, unconditioned checkpoint
+    state = complete_state(state, config.width if config.lambda_conditioning else None)
     return load_into_meta(lambda: VAR(config, quantizer), state, checkpoint, describe_checkpoint)
 
 

@@ -22,8 +22,8 @@ import torch
 import torch.utils.checkpoint
 from torch import Tensor, nn
 
-from alignkit import AlignkitError, PolicyModel, Tokenizer
-from alignkit.conditioning import LambdaEmbedder
+from alignkit import PolicyModel, Tokenizer
+from alignkit.conditioning import LambdaEmbedder, add_lambda
 
 from alignkit_var.blocks import AdaLNBeforeHead, AdaLNSelfAttn, KVCache, SharedAdaLin
 from alignkit_var.config import VARConfig
@@ -136,12 +136,7 @@ class VAR(PolicyModel):
     def condition(self, labels_B: Tensor, lambda_B: Tensor | None = None) -> Tensor:
         """``cond_BD``: the class embedding (first token and AdaLN condition), plus the λ embedding
         of a λ-conditioned model."""
-        cond_BD = self.class_emb(labels_B)
-        if lambda_B is None:
-            return cond_BD
-        if self.lambda_embed is None:
-            raise AlignkitError("this VAR was built without lambda_conditioning: it takes no λ")
-        return cond_BD + self.lambda_embed(lambda_B.to(cond_BD.device)).to(cond_BD.dtype)
+        return add_lambda(self.class_emb(labels_B), self.lambda_embed, lambda_B, "VAR")
 
     @torch.no_grad()
     def teacher_forcing_input(self, tokens_BL: Tensor) -> Tensor:
