@@ -7,19 +7,18 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from alignkit.errors import AlignkitError
+from alignkit.errors import AlignkitError, validation_problems
 from alignkit.interfaces import ComponentConfig, PolicyModel, Tokenizer
-from alignkit.plugins import get_plugins
+from alignkit.plugins import Component, get_plugins
 
 
-def component_config(kind: str, name: str, config: dict[str, Any] | None = None) -> tuple[Any, ComponentConfig]:
+def component_config(kind: str, name: str, config: dict[str, Any] | None = None) -> tuple[Component, ComponentConfig]:
     """Resolve ``name`` (with an optional ``-preset``) and validate ``config`` against its model."""
     component, preset = get_plugins().resolve_preset(kind, name)
     try:
         return component, component.spec.config.model_validate({**preset, **(config or {})})
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(config)'}: {e['msg']}" for e in exc.errors())
-        raise AlignkitError(f"{kind} '{name}': invalid config: {problems}") from None
+        raise AlignkitError(f"{kind.replace('_', ' ')} '{name}': invalid config: {validation_problems(exc)}") from None
 
 
 def load_policy(name: str, checkpoint: str | os.PathLike | None = None, config: dict[str, Any] | None = None,
@@ -31,11 +30,11 @@ def load_policy(name: str, checkpoint: str | os.PathLike | None = None, config: 
     ``tokenizer`` is a tokenizer or its checkpoint path, for backbones that need one (VAR).
     """
     component, cfg = component_config("backbone", name, config)
-    return component.spec.factory(cfg, checkpoint=checkpoint, tokenizer=tokenizer)
+    return component.build(cfg, checkpoint=checkpoint, tokenizer=tokenizer)
 
 
 def load_tokenizer(name: str, checkpoint: str | os.PathLike | None = None,
                    config: dict[str, Any] | None = None) -> Tokenizer:
     """A ``Tokenizer`` (``"llamagen-vq"``, ``"var-vqvae"`` …) with its official weights."""
     component, cfg = component_config("tokenizer", name, config)
-    return component.spec.factory(cfg, checkpoint=checkpoint)
+    return component.build(cfg, checkpoint=checkpoint)

@@ -7,7 +7,6 @@ import io
 import lzma
 import os
 import pickle
-import tempfile
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -17,6 +16,7 @@ import torch
 from torch import Tensor
 
 from alignkit.errors import CheckpointError
+from alignkit.files import atomic_write
 
 _WRAPPER_KEYS = ("model", "module", "state_dict")
 
@@ -119,31 +119,6 @@ def load_strict(module: torch.nn.Module, state: dict[str, Tensor], path: str | o
     if assign:
         state = {k: v.to(expected[k].dtype) if v.dtype != expected[k].dtype else v for k, v in state.items()}
     module.load_state_dict(state, strict=True, assign=assign)
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], durable: bool = True) -> None:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it over ``path``, so that
-    ``path`` is always either the old file or the complete new one. ``durable`` also fsyncs the file
-    and its folder (survives power loss, not only a killed process)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        if durable:
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-        if durable:
-            dir_fd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def save_torch(obj: Any, path: str | os.PathLike) -> None:

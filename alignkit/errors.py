@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from difflib import get_close_matches
 from collections.abc import Iterable
+from typing import Any
 
 
 class AlignkitError(Exception):
@@ -40,3 +41,8 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """`` (did you mean 'x'?)`` for the closest choice, or an empty string."""
     close = get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def validation_problems(exc: Any) -> str:
+    """A pydantic ``ValidationError`` as ``key: message; key: message`` on one line."""
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or '(config)'}: {e['msg']}" for e in exc.errors())

@@ -9,14 +9,19 @@ the hook names below. It is found through the ``alignkit`` entry-point group::
 or, for one project, through an ``alignkit_plugins.py`` file beside the recipe. A hook may accept
 fewer arguments than its specification lists; calls pass arguments by keyword.
 
-Registration hooks return an iterable of spec objects (``alignkit.components``); a component name
-may be registered by one plugin only. ``firstresult`` hooks stop at the first plugin that returns
-something other than ``None``.
+Registration hooks return an iterable of spec objects; a component name may be registered by one
+plugin only. Each spec type states, in its docstring and its fields, the one factory signature the
+engine calls and the capabilities it reads (``alignkit.interfaces``: ``ObjectiveSpec``,
+``PairSamplerSpec``, ``BackboneSpec``, ``TokenizerSpec``, ``DatasetSpec``, ``FeatureExtractorSpec``,
+``BackendSpec``). A factory that raises, or returns something other than the kind's interface, is
+reported as one line naming the component and its plugin. ``firstresult`` hooks stop at the first
+plugin that returns something other than ``None``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -24,9 +29,8 @@ import pluggy
 if TYPE_CHECKING:
     import typer
 
-    from alignkit.components import (BackboneSpec, BackendSpec, DatasetSpec, FeatureExtractorSpec,
-                                     ObjectiveSpec, PairSamplerSpec, TokenizerSpec)
-    from alignkit.interfaces import PolicyModel, ReferenceModel
+    from alignkit.interfaces import (BackboneSpec, BackendSpec, DatasetSpec, FeatureExtractorSpec, ObjectiveSpec,
+                                     PairSamplerSpec, PolicyModel, ReferenceModel, TokenizerSpec)
     from alignkit.recipe import Recipe
 
 PROJECT = "alignkit"
@@ -39,53 +43,51 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 @hookspec
 def alignkit_register_objectives() -> Iterable[ObjectiveSpec]:
-    """Objectives (losses) this plugin provides, e.g. ``ObjectiveSpec("ipo", IPO, IPOConfig, "…")``.
-
-    The factory is called as ``factory(config)`` and returns an ``alignkit.Objective``; recipes
-    select it with ``[objective] name = "ipo"``.
-    """
+    """Objectives (losses): ``ObjectiveSpec("ipo", IPO, IPOConfig, "…")``; recipes select one with
+    ``[objective] name = "ipo"``. Built as ``factory(config)``, which returns an ``alignkit.Objective``."""
 
 
 @hookspec
 def alignkit_register_pair_samplers() -> Iterable[PairSamplerSpec]:
-    """Pair samplers (how negative conditions are drawn inside a batch).
-
-    Called as ``factory(config, null_label=…, uncond_ratio=…, generator=…)``; returns an
-    ``alignkit.PairSampler``. Recipes select it with ``[sampler] name = "…"``.
-    """
+    """Pair samplers (how negative conditions are drawn inside a batch), selected with ``[sampler]
+    name``; built as ``factory(config, null_label=…, uncond_ratio=…, generator=…)``."""
 
 
 @hookspec
 def alignkit_register_backbones() -> Iterable[BackboneSpec]:
-    """Model families, called as ``factory(config, checkpoint=…, tokenizer=…)`` -> ``PolicyModel``.
-
-    ``presets`` on the spec name the standard sizes (``llamagen-B`` …).
-    """
+    """Model families (``PolicyModel``), built as ``factory(config, checkpoint=…, tokenizer=…)``;
+    ``presets`` on the spec name the standard sizes (``llamagen-B`` …)."""
 
 
 @hookspec
 def alignkit_register_tokenizers() -> Iterable[TokenizerSpec]:
-    """Image tokenizers, called as ``factory(config, checkpoint=…)`` -> ``Tokenizer``."""
+    """Image tokenizers, built as ``factory(config, checkpoint=…)`` -> ``alignkit.Tokenizer``."""
 
 
 @hookspec
 def alignkit_register_datasets() -> Iterable[DatasetSpec]:
-    """Training data sources, called as ``factory(config, tokenizer=…)`` -> an ``alignkit.data.TokenDataset``."""
+    """Training data sources, built as ``factory(config, tokenizer=…)`` -> ``alignkit.TokenDataset``."""
 
 
 @hookspec
 def alignkit_register_feature_extractors() -> Iterable[FeatureExtractorSpec]:
-    """Feature extractors for evaluation (FID/IS/precision/recall), called as ``factory(config)``."""
+    """Feature extractors for evaluation (FID/IS/precision/recall), built as ``factory(config)``."""
 
 
 @hookspec
 def alignkit_register_backends() -> Iterable[BackendSpec]:
-    """Training backends (one process, DeepSpeed ZeRO, …), called as ``factory(config)``."""
+    """Training backends (one process, DeepSpeed ZeRO, …), built as ``factory(config, recipe=…)``."""
 
 
 @hookspec
 def alignkit_register_commands(app: typer.Typer) -> None:
-    """Add commands to the ``alignkit`` CLI: ``@app.command()`` on the given Typer app."""
+    """Add commands to the ``alignkit`` CLI with ``app.command(NAME)(function)``; wrap the function
+    in ``alignkit.cli.common.user_errors`` so that an ``AlignkitError`` is one line and exit status 2."""
+
+
+@hookspec
+def alignkit_register_recipes() -> Iterable[Path]:
+    """Folders of ready-made recipes (``*.toml``) that ``alignkit recipes`` lists and prints."""
 
 
 # ---------------------------------------------------------------------------- override points
@@ -95,16 +97,9 @@ def alignkit_register_commands(app: typer.Typer) -> None:
 def alignkit_build_reference(policy: PolicyModel, recipe: Recipe) -> ReferenceModel | None:
     """Build the frozen reference for ``policy``; return ``None`` to leave it to the next plugin.
 
-    Without any implementation alignkit uses a frozen copy of the policy, in train mode when
-    ``reference.train_mode`` is set (the official CCA behaviour: dropout stays on).
-    """
-
-
-@hookspec(firstresult=True)
-def alignkit_wrap_distributed(model: Any, role: str, recipe: Recipe) -> Any | None:
-    """Wrap ``model`` (``role`` is ``"policy"`` or ``"reference"``) for distributed execution.
-
-    Return the wrapped model, or ``None`` to leave it to the next plugin (and finally the backend).
+    Without any implementation alignkit uses a frozen copy of the policy (or of
+    ``reference.checkpoint``), in train mode when ``reference.train_mode`` is set (the official CCA
+    behaviour: dropout stays on). Backends place the reference's ``model`` as they place the policy.
     """
 
 

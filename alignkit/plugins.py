@@ -22,8 +22,8 @@ from typing import Any
 import pluggy
 
 from alignkit import hookspecs
-from alignkit.components import SPEC_TYPES, ComponentSpec
-from alignkit.errors import PluginError, did_you_mean
+from alignkit.errors import AlignkitError, PluginError, did_you_mean
+from alignkit.interfaces import SPEC_TYPES, ComponentConfig, ComponentSpec
 
 ENTRY_POINT_GROUP = "alignkit"
 INLINE_PLUGIN_FILE = "alignkit_plugins.py"
@@ -54,6 +54,22 @@ class Component:
     @property
     def summary(self) -> str:
         return self.spec.summary
+
+    def build(self, config: ComponentConfig, **context: Any) -> Any:
+        """``spec.factory(config, **context)``; a factory that fails, or builds something that is not
+        the kind's interface, is one ``AlignkitError`` naming the component and its plugin."""
+        where = f"{self.kind.replace('_', ' ')} '{self.name}' (plugin '{self.plugin}')"
+        try:
+            built = self.spec.factory(config, **context)
+        except AlignkitError:  # already a message for the user
+            raise
+        except Exception as exc:  # a plugin's bug must not end in a traceback that hides whose it is
+            raise PluginError(f"{where} failed to build: {type(exc).__name__}: {exc}") from None
+        expected = self.spec.builds
+        if expected is not None and not isinstance(built, expected):
+            raise PluginError(f"{where}: its factory returned {type(built).__name__}, not an alignkit "
+                              f"{expected.__name__}")
+        return built
 
 
 class Plugins:
@@ -171,7 +187,7 @@ class Plugins:
         if name not in registry and "-" in name:
             base, _, preset = name.rpartition("-")
             if base in registry:
-                presets = getattr(registry[base].spec, "presets", {})
+                presets = registry[base].spec.presets
                 if preset in presets:
                     return registry[base], dict(presets[preset])
                 raise PluginError(f"{kind} '{base}' has no preset '{preset}'{did_you_mean(preset, presets)}; "
@@ -183,7 +199,7 @@ class Plugins:
         names = []
         for name, component in self.registry(kind).items():
             names.append(name)
-            names += [f"{name}-{p}" for p in getattr(component.spec, "presets", {})]
+            names += [f"{name}-{p}" for p in component.spec.presets]
         return names
 
 

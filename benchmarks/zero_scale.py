@@ -142,8 +142,9 @@ def run(folder: Path, name: str, processes: int, steps: int) -> list[dict]:
 
 
 def planned(recipe: Path, processes: int) -> tuple[int, int]:
-    """alignkit.plan's figures for this run: policy (and reference) elements and optimiser bytes per process."""
-    from alignkit.plan import Setting, model_states, workload
+    """alignkit plan's figures for this run: policy (and reference) elements and optimiser bytes per process."""
+    from alignkit_backends.memory import Setting, model_states
+    from alignkit_backends.plan import workload
     from alignkit.recipe import load_recipe
 
     r = load_recipe(recipe)
@@ -179,7 +180,7 @@ def report(name: str, steps: int, results: dict[int, list[dict]], plans: dict[in
     console.print("held: parameter elements in the process's ds_tensor shards; optimizer: DeepSpeed's fp32 "
                   "partition and AdamW's m and v; RSS from /proc and ru_maxrss")
     for processes, (params, optimizer) in sorted(plans.items()):
-        console.print(f"alignkit.plan for {processes} process(es): policy and reference {params / 1e6:.1f}M "
+        console.print(f"alignkit plan for {processes} process(es): policy and reference {params / 1e6:.1f}M "
                       f"elements each, optimizer {optimizer / 2**20:.1f} MiB per process")
 
 

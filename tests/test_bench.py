@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from alignkit.cli import app
+from alignkit.cli.main import app
 from alignkit.recipe import load_recipe
 
 ROOT = Path(__file__).resolve().parent.parent

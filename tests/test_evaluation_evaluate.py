@@ -7,10 +7,11 @@ import pytest
 from typer.testing import CliRunner
 
 from alignkit import AlignkitError
-from alignkit.cli import app
-from alignkit.evaluation import FeatureExtractor, evaluate, write_samples
-from alignkit.evaluation.metrics import feature_statistics, frechet_distance, inception_score, softmax
-from alignkit.evaluation.npz import Reference, SampleBatch
+from alignkit.cli.main import app
+from alignkit import FeatureExtractor
+from alignkit.sample.npz import SampleBatch, write_samples
+from alignkit_metrics import Reference, evaluate
+from alignkit_metrics.metrics import feature_statistics, frechet_distance, inception_score, softmax
 
 
 class PixelExtractor(FeatureExtractor):
@@ -142,7 +143,7 @@ def test_cli_eval_with_the_classifier_extractor(classifier_files):
     assert results["precision"] > 0.5 and results["recall"] > 0.5 and results["accuracy"] > 0.9
     assert results["sfid"] is None and len(results["extractor"]["sha256"]) == 64
     # an ADM-style reference that also stores mu/sigma: they are used, and give the same FID
-    from alignkit.evaluation import compute_features, feature_statistics, read_reference
+    from alignkit_metrics import compute_features, feature_statistics, read_reference
     from alignkit_metrics import build_classifier, ClassifierConfig
 
     ref_images = read_reference(f / "ref.npz").images

@@ -5,7 +5,7 @@ import pytest
 import scipy.linalg
 
 from alignkit import AlignkitError
-from alignkit.evaluation.metrics import (feature_statistics, frechet_distance, inception_score, manifold_precision_recall,
+from alignkit_metrics.metrics import (feature_statistics, frechet_distance, inception_score, manifold_precision_recall,
                                          manifold_radii, softmax)
 
 

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from alignkit import AlignkitError
-from alignkit.evaluation.npz import check_compatible, read_reference, read_samples, write_samples
+from alignkit.sample.npz import read_samples, write_samples
+from alignkit_metrics.reference import check_compatible, read_reference
 
 
 def images(n=5, size=8, channels=3, seed=0):

@@ -11,8 +11,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import alignkit
-from alignkit.cli import app
-from alignkit.extract import augmentations, center_crop
+from alignkit.cli.main import app
+from alignkit_data.extract import augmentations, center_crop
 from alignkit_data import CodeFolder, CodeFolderConfig
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 import alignkit
 from alignkit import AlignkitError, CheckpointError, sequence_logps
-from alignkit.sampling import filter_logits
+from alignkit.sample.tokens import filter_logits
 from alignkit_llamagen.config import GPT_PRESETS, GPTConfig
 from alignkit_llamagen.io import official_layout
 

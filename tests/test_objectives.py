@@ -1,13 +1,14 @@
 """Objectives against the official CCA code's loss values (fixtures) and against their formulas."""
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from alignkit import PairLogps, Pairs
-from alignkit_objectives import CCA, CCACFG, DPO, NCA, CCAConfig, DPOConfig, NCAConfig, Unlearn, UnlearnConfig
+from alignkit import PairLogps, Pairs, get_plugins
+from alignkit_objectives import CCA, DPO, NCA, CCAConfig, DPOConfig, NCAConfig, Unlearn, UnlearnConfig
 
 from conftest import FIXTURES
 
@@ -80,12 +81,14 @@ def test_var_null_and_collision_rows_are_positives():
 
 
 def test_cca_cfg_is_cca_with_null_rows_by_default():
-    assert CCACFG.uses_uncond and CCACFG.default_uncond_ratio == 0.1
-    assert not CCA.uses_uncond and CCA.default_uncond_ratio == 0.0
+    objectives = get_plugins().registry("objective")
+    cca, cca_cfg = objectives["cca"].spec, objectives["cca_cfg"].spec
+    assert cca_cfg.trains_null and cca_cfg.default_uncond_ratio == 0.1
+    assert not cca.trains_null and cca.default_uncond_ratio == 0.0
     v = LLAMAGEN["variants"][0]
     logps = _logps(v["c_indices"], v["shuffled_c_indices"], v["TBM"], v)
     config = CCAConfig(beta=v["beta"], lambda_=v["lambda_"])
-    torch.testing.assert_close(CCACFG(config)(logps).loss, CCA(config)(logps).loss)
+    torch.testing.assert_close(cca_cfg.factory(config)(logps).loss, CCA(config)(logps).loss)
 
 
 def test_nca_formula_and_metrics():
@@ -107,7 +110,7 @@ def test_nca_formula_and_metrics():
 
 
 @pytest.mark.parametrize("objective", [
-    CCA(CCAConfig(lambda_=10)), CCACFG(CCAConfig(lambda_=10)), DPO(DPOConfig()), Unlearn(UnlearnConfig(lambda_=3)),
+    CCA(CCAConfig(lambda_=10)), DPO(DPOConfig()), Unlearn(UnlearnConfig(lambda_=3)),
     NCA(NCAConfig()),
 ])
 def test_metric_names_are_stable(objective):
@@ -134,9 +137,15 @@ def test_cca_gradient_matches_closed_form():
     torch.testing.assert_close(pol_neg.grad, lam * beta * torch.sigmoid(beta * r_neg) / B)
 
 
+def set_up(objective, num_classes):
+    objective.setup(SimpleNamespace(num_classes=num_classes))  # what setup reads of the policy
+    return objective
+
+
 def test_lambda_defaults_to_a_tenth_of_the_classes():
-    assert CCA(CCAConfig(), num_classes=1000).lambda_ == 100
-    assert Unlearn(UnlearnConfig(), num_classes=10).lambda_ == 1
-    with pytest.raises(ValueError, match="lambda_"):
-        CCA(CCAConfig())
-    assert math.isclose(CCA(CCAConfig(lambda_=50), num_classes=1000).lambda_, 50)
+    assert set_up(CCA(CCAConfig()), 1000).lambda_ == 100
+    assert set_up(Unlearn(UnlearnConfig()), 10).lambda_ == 1
+    assert math.isclose(set_up(CCA(CCAConfig(lambda_=50)), 1000).lambda_, 50)
+    v = LLAMAGEN["variants"][0]
+    with pytest.raises(RuntimeError, match=r"setup\(policy\) must run"):
+        CCA(CCAConfig())(_logps(v["c_indices"], v["shuffled_c_indices"], v["TBM"], v))

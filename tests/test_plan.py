@@ -18,10 +18,11 @@ from torch.autograd.graph import saved_tensors_hooks
 from typer.testing import CliRunner
 
 import alignkit
-from alignkit.cli import app
+from alignkit.cli.main import app
 from alignkit.errors import AlignkitError
-from alignkit.plan import (GiB, ModelShape, Setting, Workload, activation_bytes, layer_activation_bytes, memory,
-                           model_shape, model_states, plan)
+from alignkit_backends.memory import (GiB, PlannedModel, Setting, Workload, activation_bytes, memory, model_shape,
+                                      model_states)
+from alignkit_backends.plan import plan
 from alignkit.recipe import load_recipe
 
 from conftest import MINIMAL_RECIPE
@@ -38,11 +39,11 @@ def recipe(name: str, *overrides: str):
 
 
 @pytest.fixture(scope="module")
-def shapes() -> dict[str, ModelShape]:
+def shapes() -> dict[str, PlannedModel]:
     return {size: model_shape(recipe(name)) for size, name in SIZES.items()}
 
 
-def work(shape: ModelShape, gpus: int, per_node: int, precision: str = "bf16") -> Workload:
+def work(shape: PlannedModel, gpus: int, per_node: int, precision: str = "bf16") -> Workload:
     return Workload(shape=shape, rows=4, reference=True, precision=precision, gpus=gpus, gpus_per_node=per_node)
 
 
@@ -211,10 +212,9 @@ def test_the_layer_formula_matches_the_tensors_saved_for_backward(family, dtype)
             return alignkit.load_policy("var", config={"depth": layers, "embed_dim": 256, "num_heads": 4,
                                                         "num_classes": 10, "V": 512, "Cvae": 8, "ch": 32})
     measured, seq_len = saved_bytes_per_layer(build, dtype)
-    config = build(1).config
-    ffn = config.ffn_hidden_dim if family == "llamagen" else 4 * 256
-    shape = ModelShape(family, 0, 0, 0, 2, 256, ffn, seq_len, 512, False)
-    predicted = layer_activation_bytes(shape, 2 if dtype == torch.bfloat16 else 4)
+    shape = build(1).shape()  # what the backbone says of itself, as the planner reads it
+    assert shape.seq_len == seq_len and shape.width == 256 and shape.vocab == 512
+    predicted = shape.block_activation_bytes(2 if dtype == torch.bfloat16 else 4)
     assert predicted == pytest.approx(measured, rel=0.02)
 
 
@@ -291,9 +291,10 @@ def test_cli_user_errors_are_one_line_and_exit_2(args, message):
     assert message in result.output and "Traceback" not in result.output
 
 
-def test_a_missing_recipe_and_an_unknown_backbone_are_user_errors(recipe_dir):
+def test_a_missing_recipe_and_a_failing_backbone_are_user_errors(recipe_dir):
     result = runner.invoke(app, ["plan", str(recipe_dir / "missing.toml"), "--gpu-memory", "80"])
     assert result.exit_code == 2 and "recipe file not found" in result.output
-    (recipe_dir / "toy.toml").write_text(MINIMAL_RECIPE)
-    with pytest.raises(AlignkitError, match="knows the layer layout of LlamaGen and VAR"):
+    (recipe_dir / "toy.toml").write_text(MINIMAL_RECIPE)  # its backbone's factory raises
+    with pytest.raises(AlignkitError, match=r"backbone 'toy' \(plugin 'inline:.*'\) failed to build: RuntimeError: "
+                                            "the toy backbone is for recipe validation only"):
         plan(load_recipe(recipe_dir / "toy.toml"), 1, 80)

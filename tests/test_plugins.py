@@ -118,8 +118,9 @@ def test_unknown_component_names_suggest_and_list():
 def test_builtins_are_registered_through_the_entry_point_group():
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     declared = pyproject["project"]["entry-points"]["alignkit"]
-    packages = sorted(p.name for p in (ROOT / "plugins").iterdir() if (p / "__init__.py").is_file())
-    assert sorted(declared.values()) == packages  # every built-in plugin package, and only those
+    packages = [p.name for p in (ROOT / "plugins").iterdir() if (p / "__init__.py").is_file()]
+    # every built-in plugin package, and only those, plus the paper recipes' folder (alignkit_recipes)
+    assert sorted(declared.values()) == sorted([*packages, "alignkit_recipes"])
     installed = {ep.name: ep.value for ep in metadata.entry_points(group="alignkit") if ep.dist.name == "alignkit"}
     assert installed == declared
     plugins = Plugins()

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from alignkit.cli import app
+from alignkit.cli.main import app
 from alignkit.errors import RecipeError
 from alignkit.recipe import load_recipe
 

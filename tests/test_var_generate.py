@@ -35,8 +35,8 @@ def test_stages_reproduce_the_official_run(name):
         recorded = torch.cat([m.flatten(2).transpose(1, 2) for m in run["next_token_map_per_stage"]], dim=1)
         assert max_error(x, recorded) <= 1e-5
     if "img_B3HW_01" in run:
-        images = model.generate_images(torch.tensor(run["kwargs"]["label_B"]), vqvae(), guidance=run["kwargs"]["cfg"],
-                                       top_k=1, generator=torch.Generator().manual_seed(0))
+        _, images = model.generate_images(torch.tensor(run["kwargs"]["label_B"]), vqvae(), guidance=run["kwargs"]["cfg"],
+                                          top_k=1, generator=torch.Generator().manual_seed(0))
         assert max_error(images.add(1).mul(0.5), run["img_B3HW_01"]) <= 1e-5
 
 
@@ -114,7 +114,7 @@ def test_schedules_temperature_and_errors():
 def test_top_k_then_top_p_keeps_what_the_full_sort_keeps():
     """The shared filter's fast path (nucleus cut from top-k's sorted survivors) against the same
     filter applied in two passes, the second sorting the whole vocabulary."""
-    from alignkit.sampling import filter_logits
+    from alignkit.sample.tokens import filter_logits
 
     generator = torch.Generator().manual_seed(0)
     logits_NV = torch.randn(512, 4096, generator=generator) * 2

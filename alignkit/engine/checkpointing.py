@@ -14,7 +14,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from alignkit.checkpoints import atomic_write
+from alignkit.files import atomic_write
 
 _STEP = re.compile(r"^step-(\d{8})$")
 COMPLETE_MARKER = "trainer.pt"

@@ -10,7 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from alignkit.checkpoints import atomic_write
+from alignkit.files import atomic_write
 
 
 class MetricsLog:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -16,16 +15,15 @@ from rich.console import Console
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from alignkit.checkpoints import atomic_write, read_weights_file, save_safetensors, save_torch
-from alignkit.data import collate
-from alignkit.engine.backend import NonFiniteError
+from alignkit.checkpoints import read_weights_file, save_safetensors, save_torch
 from alignkit.engine.build import (build_backend, build_dataset, build_objective, build_policy, build_reference,
                                    build_sampler, build_tokenizer, plugins_for)
 from alignkit.engine.checkpointing import CheckpointStore
-from alignkit.engine.plan import BatchPlan, PlanSampler
+from alignkit.engine.data_order import BatchPlan, PlanSampler
 from alignkit.engine.progress import MetricsLog, ProgressDisplay
 from alignkit.errors import AlignkitError
-from alignkit.interfaces import ObjectiveOutput, PairLogps
+from alignkit.files import write_json, write_text
+from alignkit.interfaces import NonFiniteError, ObjectiveOutput, PairLogps, collate
 from alignkit.logprobs import sequence_logps
 from alignkit.recipe import Recipe
 
@@ -82,10 +80,7 @@ class Trainer:
         self.plan = BatchPlan(len(self.dataset), self.dataset.num_augmentations, recipe.optim.batch_size, micro,
                               backend.world_size, backend.rank, recipe.optim.seed)
         self.total_steps = recipe.optim.max_steps or math.ceil(recipe.optim.epochs * self.plan.steps_per_epoch)
-        self.objective = build_objective(recipe, self.policy.num_classes)
-        if getattr(recipe.objective.config, "lambda_range", None) is not None and not self.policy.supports_lambda:
-            raise AlignkitError(f"{recipe.path}: objective.lambda_range (test-time λ) needs a λ-conditioned model: "
-                                "set model.lambda_conditioning = true")
+        self.objective = build_objective(recipe, self.policy)
         self.sampler = build_sampler(recipe, self.policy.null_label, backend.rank)
         backend.setup(self.policy, self.reference, self.plan.accumulation_steps, self.total_steps)
         self.store = CheckpointStore(self.output_dir / "checkpoints", recipe.output.keep_last, self.is_main,
@@ -128,9 +123,9 @@ class Trainer:
 
     def micro_step(self, tokens_BL: Tensor, labels_B: Tensor) -> ObjectiveOutput:
         """Sampler → reference log-probs → policy log-probs → objective, for one micro-batch."""
-        objective, backend = self.objective, self.backend
+        objective, backend, needs = self.objective, self.backend, self.recipe.objective.component.spec
         pairs = self.sampler(labels_B)
-        B, neg = tokens_BL.shape[0], objective.needs_negatives
+        B, neg = tokens_BL.shape[0], needs.needs_negatives
         conditions = {k: v.to(tokens_BL.device) for k, v in
                       objective.sample_conditions(B, self.sampler.generator).items()}
         if neg:
@@ -138,9 +133,9 @@ class Trainer:
             labels_2B = torch.cat([pairs.labels_pos_B, pairs.labels_neg_B])
         else:
             tokens_2BL, labels_2B = tokens_BL, pairs.labels_pos_B
-        reduction = objective.logp_reduction
+        reduction = needs.logp_reduction
         # the reference is the pretrained model: it sees no conditioning of the objective's (test-time λ)
-        ref_2B = backend.reference_logps(tokens_2BL, labels_2B, reduction) if objective.needs_reference else None
+        ref_2B = backend.reference_logps(tokens_2BL, labels_2B, reduction) if needs.needs_reference else None
         policy_conditions = {k: torch.cat([v, v]) if neg else v for k, v in conditions.items()}
         logp_2B = sequence_logps(backend.policy_logits(tokens_2BL, labels_2B, **policy_conditions), tokens_2BL,
                                  reduction=reduction)
@@ -291,12 +286,11 @@ class Trainer:
     def _write_run_files(self) -> None:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self._keep_fitted_tokenizer()
-        text = self.recipe.to_toml()
-        atomic_write(self.output_dir / "recipe.toml", lambda p: p.write_text(text))
+        write_text(self.output_dir / "recipe.toml", self.recipe.to_toml())
         summary = {"recipe": str(self.recipe.path), "total_steps": self.total_steps, "world_size": self.backend.world_size,
                    "accumulation_steps": self.plan.accumulation_steps, "micro_batch_size": self.plan.micro_batch_size,
                    "num_images": self.plan.num_items, "steps_per_epoch": self.plan.steps_per_epoch}
-        atomic_write(self.output_dir / "run.json", lambda p: p.write_text(json.dumps(summary, indent=2) + "\n"))
+        write_json(self.output_dir / "run.json", summary)
 
     def _keep_fitted_tokenizer(self) -> None:
         """A tokenizer built without weights (fitted on the data, as the bench's patch tokenizers are)
@@ -314,4 +308,8 @@ class Trainer:
 
 
 def train(recipe: Recipe, resume: bool = False, **kwargs: Any) -> RunResult:
-    return Trainer(recipe, resume=resume, **kwargs).run()
+    trainer = Trainer(recipe, resume=resume, **kwargs)
+    try:
+        return trainer.run()
+    finally:
+        trainer.backend.close()

@@ -1,4 +1,5 @@
-"""Built-in training backends: one process (plain PyTorch) and DeepSpeed ZeRO stages 0–3."""
+"""Built-in training backends (one process, DeepSpeed ZeRO stages 0–3) and ``alignkit plan``, the
+per-GPU memory planner for them."""
 
 from alignkit import BackendSpec, hookimpl
 
@@ -12,5 +13,13 @@ def alignkit_register_backends():
     return [
         BackendSpec("single", SingleProcess, SingleConfig, "one process on one device, PyTorch AdamW"),
         BackendSpec("deepspeed", DeepSpeedBackend, DeepSpeedConfig,
-                    "DeepSpeed ZeRO 0–3 over several processes (gloo on CPU, nccl on GPU)"),
+                    "DeepSpeed ZeRO 0–3 over several processes (gloo on CPU, nccl on GPU)", multi_process=True),
     ]
+
+
+@hookimpl
+def alignkit_register_commands(app):
+    from alignkit.cli.common import user_errors
+    from alignkit_backends.plan_command import plan_command
+
+    app.command("plan")(user_errors(plan_command))

@@ -8,38 +8,24 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from alignkit import AlignkitError, ComponentConfig, PolicyModel, ReferenceModel
+from alignkit import AlignkitError, Backend, ComponentConfig, NonFiniteError, PolicyModel, ReferenceModel
 from alignkit.checkpoints import read_weights_file
-from alignkit.engine.backend import Backend, NonFiniteError, autocast, lr_factor, param_groups
+from alignkit.engine.optim import autocast, lr_factor, param_groups
 from alignkit.recipe import Recipe
-from alignkit.reference import FrozenReference
+from alignkit.values import resolve_device
 
 
 class SingleConfig(ComponentConfig):
     device: str = Field("auto", description="'auto' (CUDA when available, else CPU), 'cpu', 'cuda', 'cuda:1', …")
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise AlignkitError(f"distributed.device: unknown device '{name}'") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise AlignkitError(f"distributed.device: '{name}' requested but CUDA is not available")
-    return device
-
-
 class SingleProcess(Backend):
-    multi_process = False
-
     def __init__(self, config: SingleConfig, recipe: Recipe):
         super().__init__(recipe)
         if self.world_size > 1:
             raise AlignkitError("distributed.backend: 'single' runs one process, but WORLD_SIZE is "
                                 f"{self.world_size}; use backend = 'deepspeed'")
-        self.device = resolve_device(config.device)
+        self.device = resolve_device(config.device, "distributed.device")
         self.precision = recipe.distributed.precision
 
     def setup(self, policy: PolicyModel, reference: ReferenceModel | None, accumulation_steps: int,
@@ -47,7 +33,7 @@ class SingleProcess(Backend):
         optim = self.recipe.optim
         self.policy = policy.to(self.device)
         self.reference = reference
-        if isinstance(reference, FrozenReference):
+        if reference is not None and reference.model is not None:
             reference.model.to(self.device)
         self.accumulation_steps = accumulation_steps
         self.optimizer = torch.optim.AdamW(param_groups(policy, optim.weight_decay), lr=optim.lr, betas=optim.betas,
@@ -98,7 +84,7 @@ class SingleProcess(Backend):
         return self.policy.official_state_dict()
 
     def parameter_distance(self) -> float | None:
-        if not isinstance(self.reference, FrozenReference):
+        if self.reference is None or self.reference.model is None:
             return None
         reference = dict(self.reference.model.named_parameters())
         with torch.no_grad():

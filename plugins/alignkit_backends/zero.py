@@ -16,10 +16,9 @@ import torch.distributed as dist
 from pydantic import Field
 from torch import Tensor
 
-from alignkit import AlignkitError, ComponentConfig, PolicyModel, ReferenceModel
-from alignkit.engine.backend import Backend, lr_factor, param_groups
+from alignkit import AlignkitError, Backend, ComponentConfig, PolicyModel, ReferenceModel
+from alignkit.engine.optim import lr_factor, param_groups
 from alignkit.recipe import Recipe
-from alignkit.reference import FrozenReference
 
 
 class DeepSpeedConfig(ComponentConfig):
@@ -72,8 +71,6 @@ def _merged(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 
 class DeepSpeedBackend(Backend):
-    multi_process = True
-
     def __init__(self, config: DeepSpeedConfig, recipe: Recipe):
         super().__init__(recipe)
         import deepspeed
@@ -131,7 +128,7 @@ class DeepSpeedBackend(Backend):
             config=ds, lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, factor))
         _weights_only_engine(self.engine)
         self.reference = reference
-        if isinstance(reference, FrozenReference):
+        if reference is not None and reference.model is not None:
             if self.config.zero_stage == 3:
                 ref_ds = {k: v for k, v in ds.items() if k not in ("optimizer", "gradient_clipping")}
                 ref_ds["zero_optimization"] = {"stage": 3, **({"offload_param": ds["zero_optimization"]["offload_param"]}
@@ -192,7 +189,7 @@ class DeepSpeedBackend(Backend):
         return module.official_state_dict(full) if self.is_main else None
 
     def parameter_distance(self) -> float | None:
-        if not isinstance(self.reference, FrozenReference):
+        if self.reference is None or self.reference.model is None:
             return None
         reference = self.reference.model
         reference = getattr(reference, "module", reference)

@@ -1,5 +1,6 @@
-"""What ``alignkit bench`` runs on: toy patch tokenizers for LlamaGen (raster) and VAR (multi-scale)
-and an ``images`` dataset (the embedded MNIST digits, or any labelled image folder)."""
+"""``alignkit bench``, the paper's comparison on data a CPU can handle, and what it runs on: toy
+patch tokenizers for LlamaGen (raster) and VAR (multi-scale) and an ``images`` dataset (the embedded
+MNIST digits, or any labelled image folder). Its recipes are ``benchmarks/bench_*.toml``."""
 
 from alignkit import DatasetSpec, TokenizerSpec, hookimpl
 
@@ -24,3 +25,11 @@ def alignkit_register_tokenizers():
 def alignkit_register_datasets():
     return [DatasetSpec("images", ImageDataset, ImagesConfig,
                         "labelled images (embedded MNIST, a class folder or an .npz), tokenized once and cached")]
+
+
+@hookimpl
+def alignkit_register_commands(app):
+    from alignkit.cli.common import user_errors
+    from alignkit_bench.command import bench_command
+
+    app.command("bench")(user_errors(bench_command))

@@ -9,11 +9,10 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from alignkit import ComponentConfig, Tokenizer
-from alignkit.cache import cache_dir, fingerprint
-from alignkit.data import TokenDataset
+from alignkit import ComponentConfig, TokenDataset, Tokenizer
 from alignkit.errors import AlignkitError
 from alignkit.recipe import InputPath
+from alignkit_bench.cache import cache_dir, fingerprint
 from alignkit_bench.images import ImageSet, load_images, split, to_model_range
 
 
@@ -28,11 +27,10 @@ class ImagesConfig(ComponentConfig):
 
 
 def encode_all(tokenizer: Tokenizer, images: np.ndarray, batch_size: int = 256) -> Tensor:
-    channels = getattr(getattr(tokenizer, "config", None), "channels", 3)
     out = []
     with torch.no_grad():
         for start in range(0, len(images), batch_size):
-            x = to_model_range(images[start: start + batch_size], tokenizer.image_size, channels)
+            x = to_model_range(images[start: start + batch_size], tokenizer.image_size, tokenizer.channels)
             out.append(tokenizer.encode(x).cpu())
     return torch.cat(out).to(torch.int64)
 

@@ -24,9 +24,9 @@ from pydantic import Field, model_validator
 from torch import Tensor
 
 from alignkit import ComponentConfig, Tokenizer
-from alignkit.cache import cache_dir, fingerprint
 from alignkit.checkpoints import read_weights_file, save_safetensors
 from alignkit.errors import CheckpointError
+from alignkit_bench.cache import cache_dir, fingerprint
 from alignkit_bench.images import load_images, split, to_model_range
 from alignkit_bench.kmeans import kmeans, nearest
 from alignkit_var.quant import MultiScaleQuantizer
@@ -80,6 +80,7 @@ class PatchTokenizer(Tokenizer):
         self.config = config
         self.image_size = config.image_size
         self.vocab_size = config.codebook_size
+        self.channels = config.channels
 
     def latent(self, images_BCHW: Tensor) -> Tensor:
         """Patch vectors as a (B, C·p², S/p, S/p) latent."""

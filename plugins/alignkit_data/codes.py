@@ -18,7 +18,7 @@ from pydantic import Field
 from torch import Tensor
 
 from alignkit import AlignkitError, ComponentConfig
-from alignkit.data import TokenDataset
+from alignkit import TokenDataset
 from alignkit.recipe import InputPath
 
 

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from alignkit.conditioning import lambda_rows
 from alignkit.errors import AlignkitError
-from alignkit.sampling import Schedule, guidance_at, sample_tokens
+from alignkit.sample.tokens import Schedule, guidance_at, sample_tokens
 from alignkit_llamagen.layers import KVCache
 
 if TYPE_CHECKING:

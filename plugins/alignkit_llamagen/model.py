@@ -3,21 +3,29 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from alignkit import PolicyModel
+from alignkit import ModelShape, PolicyModel, SamplingOptions
 from alignkit.checkpoints import save_safetensors
 from alignkit.conditioning import LambdaEmbedder, add_lambda
-from alignkit.sampling import Schedule
+from alignkit.sample.tokens import Schedule
 from alignkit_llamagen.config import GPTConfig
 from alignkit_llamagen.generate import generate_tokens
 from alignkit_llamagen.io import official_checkpoint, save_gpt_official
 from alignkit_llamagen.layers import ClassEmbedding, KVCache, RMSNorm, TransformerBlock
 from alignkit_llamagen.rope import precompute_freqs_cis_2d, rotation_tables
+
+
+class LlamaGenSampling(SamplingOptions):
+    """LlamaGen's sampler (``generate.generate_tokens``): constant guidance, filters off by default."""
+
+    top_p: float = Field(1.0, ge=0, le=1, description="nucleus filter in (0, 1); 0 and 1 are off")
+    cfg_interval: int = Field(-1, description="guide only tokens up to this index (-1 = all), as the official sampler")
 
 
 class LlamaGenGPT(PolicyModel):
@@ -27,6 +35,8 @@ class LlamaGenGPT(PolicyModel):
     image token ``p`` (RoPE row ``1 + p``, its own grid cell) and predicts token ``p + 1``. Module
     names follow the official code, so ``state_dict()`` has exactly the official keys.
     """
+
+    sampling_options: ClassVar[type[SamplingOptions]] = LlamaGenSampling
 
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -57,6 +67,24 @@ class LlamaGenGPT(PolicyModel):
         nn.init.zeros_(self.output.weight)
         if self.lambda_embed is not None:
             self.lambda_embed.reset_parameters()  # zero output: the model starts as the unconditioned one
+
+    @property
+    def supports_lambda(self) -> bool:
+        return self.lambda_embed is not None
+
+    def shape(self) -> ModelShape:
+        """Per block and position, counted tensor by tensor (and checked against ``saved_tensors_hooks``
+        in the tests): each RMSNorm saves its fp32 input (2 × D in fp32) and, in the compute dtype, the
+        normalised and the weighted activations (4D); attention saves the fused qkv output (3D), rotated
+        q and k (2D), the SDPA output and its transposed copy (2D); a dropout mask (D, in the compute
+        dtype on the CPU; a bool on GPUs); SwiGLU saves the w1 and w3 outputs, the SiLU output and their
+        product (4F). Norm statistics and SDPA's log-sum-exp are left out; a fused SDPA kernel (no S × S
+        matrix) is assumed."""
+        c = self.config
+        return ModelShape(layers=c.n_layer, width=c.dim, heads=c.n_head, ffn_width=c.ffn_hidden_dim,
+                          seq_len=c.block_size, vocab=c.vocab_size, block_saved_fp32=2 * c.dim,
+                          block_saved_compute=12 * c.dim + 4 * c.ffn_hidden_dim,
+                          checkpointing=c.activation_checkpointing)
 
     def _rope(self, start: int, stop: int, device: torch.device) -> tuple[Tensor, Tensor]:
         """The rotation tables of positions ``start .. stop - 1`` on ``device``."""

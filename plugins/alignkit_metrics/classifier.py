@@ -31,8 +31,8 @@ from torch import Tensor, nn
 
 from alignkit import AlignkitError, ComponentConfig
 from alignkit.checkpoints import load_strict, read_weights_file, save_safetensors, unwrap_state_dict
-from alignkit.evaluation.features import FeatureExtractor, images_to_tensor
-from alignkit.evaluation.npz import check_images
+from alignkit_metrics.features import FeatureExtractor, images_to_tensor
+from alignkit.sample.npz import check_images
 from alignkit_metrics.weights import sha256
 
 METADATA_KEY = "alignkit_classifier"

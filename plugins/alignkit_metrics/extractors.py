@@ -10,7 +10,7 @@ import torch
 from pydantic import Field
 
 from alignkit import AlignkitError, ComponentConfig
-from alignkit.evaluation.features import FeatureExtractor, images_to_tensor
+from alignkit_metrics.features import FeatureExtractor, images_to_tensor
 from alignkit_metrics.inception import INPUT_SIZE, NUM_CLASSES, SPATIAL_CHANNELS, FIDInceptionV3
 from alignkit_metrics.weights import HOW_TO_GET, find_fid_helper_weights, load_inception_weights
 

@@ -5,23 +5,26 @@ Registered through the ``alignkit`` entry-point group exactly like a third-party
 
 from alignkit import ObjectiveSpec, hookimpl
 
-from alignkit_objectives.cca import CCA, CCACFG, CCAConfig
+from alignkit_objectives.cca import CCA, CCAConfig
 from alignkit_objectives.dpo import DPO, DPOConfig
 from alignkit_objectives.mle import MLE, MLEConfig
 from alignkit_objectives.nca import NCA, NCAConfig
 from alignkit_objectives.unlearn import Unlearn, UnlearnConfig
 
-__all__ = ["CCA", "CCACFG", "CCAConfig", "DPO", "DPOConfig", "MLE", "MLEConfig", "NCA", "NCAConfig", "Unlearn",
-           "UnlearnConfig"]
+__all__ = ["CCA", "CCAConfig", "DPO", "DPOConfig", "MLE", "MLEConfig", "NCA", "NCAConfig", "Unlearn", "UnlearnConfig"]
 
 
 @hookimpl
 def alignkit_register_objectives():
     return [
         ObjectiveSpec("cca", CCA, CCAConfig, "Condition Contrastive Alignment (Chen et al. 2024, Eq. 12)"),
-        ObjectiveSpec("cca_cfg", CCACFG, CCAConfig, "CCA that also trains the null class, so CFG still works"),
+        ObjectiveSpec("cca_cfg", CCA, CCAConfig, "CCA that also trains the null class, so CFG still works",
+                      trains_null=True, default_uncond_ratio=0.1),
         ObjectiveSpec("dpo", DPO, DPOConfig, "Direct Preference Optimization with the negative condition as loser"),
-        ObjectiveSpec("unlearn", Unlearn, UnlearnConfig, "Unlearning: likelihood up on c, down on c⁻, relative to the reference"),
+        ObjectiveSpec("unlearn", Unlearn, UnlearnConfig,
+                      "Unlearning: likelihood up on c, down on c⁻, relative to the reference"),
         ObjectiveSpec("nca", NCA, NCAConfig, "Noise Contrastive Alignment (Chen et al. 2024, NCA pair loss)"),
-        ObjectiveSpec("mle", MLE, MLEConfig, "pretraining: token cross-entropy with 10% label dropout (for CFG)"),
+        ObjectiveSpec("mle", MLE, MLEConfig, "pretraining: token cross-entropy with 10% label dropout (for CFG)",
+                      needs_reference=False, needs_negatives=False, trains_null=True, default_uncond_ratio=0.1,
+                      logp_reduction="mean"),
     ]

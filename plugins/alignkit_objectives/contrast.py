@@ -1,4 +1,5 @@
-"""Per-row weights and signs shared by the λ-weighted contrastive objectives (CCA, Unlearning)."""
+"""What the λ-weighted contrastive objectives (CCA, Unlearning) share: their options, the default λ,
+test-time λ, and per-row weights and signs."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import torch
 from pydantic import Field, model_validator
 from torch import Tensor
 
-from alignkit import ComponentConfig, PairLogps, Pairs
+from alignkit import ComponentConfig, Objective, PairLogps, Pairs, PolicyModel
+from alignkit.conditioning import log_uniform
 
 
 class ContrastConfig(ComponentConfig):
@@ -34,14 +36,33 @@ class ContrastConfig(ComponentConfig):
         return self
 
 
-def sample_lambda(config: ContrastConfig, batch_size: int, generator: torch.Generator) -> dict[str, Tensor]:
-    """``{"lambda_B": …}`` drawn log-uniformly from ``lambda_range``, or nothing without one."""
-    if config.lambda_range is None:
-        return {}
-    from alignkit.conditioning import log_uniform
+class ContrastObjective(Objective):
+    """Base of CCA and Unlearning: resolves λ against the policy's classes and draws test-time λ."""
 
-    low, high = config.lambda_range
-    return {"lambda_B": log_uniform(batch_size, low, high, generator)}
+    config: ContrastConfig
+
+    def __init__(self, config: ContrastConfig):
+        super().__init__(config)
+        self.lambda_ = resolve_lambda(config, None)  # None until setup() knows the number of classes
+
+    def setup(self, policy: PolicyModel) -> None:
+        self.lambda_ = resolve_lambda(self.config, policy.num_classes)
+
+    @property
+    def conditions(self) -> tuple[str, ...]:
+        return ("lambda_B",) if self.config.lambda_range is not None else ()
+
+    def sample_conditions(self, batch_size: int, generator: torch.Generator) -> dict[str, Tensor]:
+        """``{"lambda_B": …}`` drawn log-uniformly from ``lambda_range``, or nothing without one."""
+        if self.config.lambda_range is None:
+            return {}
+        low, high = self.config.lambda_range
+        return {"lambda_B": log_uniform(batch_size, low, high, generator)}
+
+    def loss(self, logps: PairLogps, term: Callable[[Tensor], Tensor]) -> Tensor:
+        if self.lambda_ is None:
+            raise RuntimeError(f"{type(self).__name__}.setup(policy) must run before the first step (it resolves λ)")
+        return contrast_loss(logps, self.lambda_, self.config.same_label, self.config.normalize, term)
 
 
 def contrast_loss(logps: PairLogps, lambda_: float, same_label: str, normalize: bool,
@@ -61,14 +82,14 @@ def contrast_loss(logps: PairLogps, lambda_: float, same_label: str, normalize: 
     return loss_B.mean()
 
 
-def resolve_lambda(config: ContrastConfig, num_classes: int | None) -> float:
+def resolve_lambda(config: ContrastConfig, num_classes: int | None) -> float | None:
+    """``lambda_``; unset: the geometric middle of ``lambda_range``, else ``num_classes / 10`` (``None``
+    while the number of classes is unknown)."""
     if config.lambda_ is not None:
         return config.lambda_
     if config.lambda_range is not None:  # only used for rows that come without their own λ
         return math.sqrt(config.lambda_range[0] * config.lambda_range[1])
-    if num_classes is None:
-        raise ValueError("lambda_ is unset and the number of classes is unknown; set objective.lambda_")
-    return num_classes / 10
+    return None if num_classes is None else num_classes / 10
 
 
 def contrast_weights(pairs: Pairs, lambda_: float | Tensor, same_label: str) -> tuple[Tensor, Tensor]:

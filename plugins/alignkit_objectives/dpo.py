@@ -20,9 +20,6 @@ class DPO(Objective):
     Only the margin is constrained, so both likelihoods may fall (the collapse the CCA paper reports).
     """
 
-    def __init__(self, config: DPOConfig, num_classes: int | None = None):
-        super().__init__(config)
-
     def __call__(self, logps: PairLogps) -> ObjectiveOutput:
         beta = self.config.beta
         loss = -F.logsigmoid(beta * (logps.r_pos_B - logps.r_neg_B)).mean()

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
-
-from alignkit import Objective, ObjectiveOutput, PairLogps
-from alignkit.interfaces import ComponentConfig
+from alignkit import ComponentConfig, Objective, ObjectiveOutput, PairLogps
 
 
 class MLEConfig(ComponentConfig):
@@ -19,17 +16,9 @@ class MLE(Objective):
         L = −mean_i (1/L) Σ_t log p_θ(x_t | x_<t, c_i)
 
     The pair sampler's ``uncond_ratio`` (default 0.1) relabels rows to the null class: that is the
-    label dropout that makes classifier-free guidance possible later. No reference, no negatives.
+    label dropout that makes classifier-free guidance possible later. No reference, no negatives,
+    per-token mean log-probs (its spec says so).
     """
-
-    needs_reference: ClassVar[bool] = False
-    needs_negatives: ClassVar[bool] = False
-    uses_uncond: ClassVar[bool] = True
-    default_uncond_ratio: ClassVar[float] = 0.1
-    logp_reduction: ClassVar[Literal["sum", "mean"]] = "mean"
-
-    def __init__(self, config: MLEConfig, num_classes: int | None = None):
-        super().__init__(config)
 
     def __call__(self, logps: PairLogps) -> ObjectiveOutput:
         loss = -logps.policy_pos_B.mean()

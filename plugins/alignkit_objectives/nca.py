@@ -22,9 +22,6 @@ class NCA(Objective):
     CCA to this family).
     """
 
-    def __init__(self, config: NCAConfig, num_classes: int | None = None):
-        super().__init__(config)
-
     def __call__(self, logps: PairLogps) -> ObjectiveOutput:
         beta = self.config.beta
         r_pos_B, r_neg_B = logps.r_pos_B, logps.r_neg_B

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor
-
-from alignkit import Objective, ObjectiveOutput, PairLogps
-from alignkit_objectives.contrast import ContrastConfig, contrast_loss, resolve_lambda, sample_lambda
+from alignkit import ObjectiveOutput, PairLogps
+from alignkit_objectives.contrast import ContrastConfig, ContrastObjective
 
 
 class UnlearnConfig(ContrastConfig):
     pass
 
 
-class Unlearn(Objective):
+class Unlearn(ContrastObjective):
     """Raise the likelihood of x under c and lower it under c⁻, both relative to the reference::
 
         L = −mean r(x, c) − mean w · s · r(x, c⁻)
@@ -24,13 +21,6 @@ class Unlearn(Objective):
     this branch: its CLI offers "Unlearning" but tests "unlearning".)
     """
 
-    def __init__(self, config: UnlearnConfig, num_classes: int | None = None):
-        super().__init__(config)
-        self.lambda_ = resolve_lambda(config, num_classes)
-
-    def sample_conditions(self, batch_size: int, generator: torch.Generator) -> dict[str, Tensor]:
-        return sample_lambda(self.config, batch_size, generator)
-
     def __call__(self, logps: PairLogps) -> ObjectiveOutput:
-        loss = contrast_loss(logps, self.lambda_, self.config.same_label, self.config.normalize, lambda r_B: r_B)
+        loss = self.loss(logps, lambda r_B: r_B)
         return ObjectiveOutput(loss, {"loss": loss.detach(), **logps.reward_metrics(1.0)})

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from alignkit.conditioning import lambda_rows
 from alignkit.errors import AlignkitError
-from alignkit.sampling import Schedule, draw_tokens, filter_logits, guidance_at
+from alignkit.sample.tokens import Schedule, draw_tokens, filter_logits, guidance_at
 
 from alignkit_var.blocks import KVCache
 

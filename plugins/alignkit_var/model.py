@@ -16,14 +16,16 @@ from __future__ import annotations
 import itertools
 import math
 from collections import OrderedDict
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.utils.checkpoint
+from pydantic import Field
 from torch import Tensor, nn
 
-from alignkit import PolicyModel, Tokenizer
+from alignkit import AlignkitError, ModelShape, PolicyModel, SamplingOptions, Tokenizer
 from alignkit.conditioning import LambdaEmbedder, add_lambda
+from alignkit.sample.tokens import Schedule
 
 from alignkit_var.blocks import AdaLNBeforeHead, AdaLNSelfAttn, KVCache, SharedAdaLin
 from alignkit_var.config import VARConfig
@@ -46,8 +48,18 @@ def block_causal_bias(patch_nums: tuple[int, ...]) -> Tensor:
     return torch.where(lvl_L[:, None] >= lvl_L[None, :], 0.0, -torch.inf).view(1, 1, lvl_L.numel(), lvl_L.numel())
 
 
+class VARSampling(SamplingOptions):
+    """VAR's sampler (``generate.sample_stages``): guidance on VAR's linear ramp, filters off by default."""
+
+    schedule: Schedule = Field("linear", description="guidance over the scales: VAR's linear ramp (CFGv2) or constant")
+    more_smooth: bool = Field(False, description="Gumbel-softmax smoothing of the latent (VAR's visual-quality "
+                              "setting); the image is then decoded from the latent, not from the tokens")
+
+
 class VAR(PolicyModel):
     """The VAR transformer; ``state_dict()`` holds exactly the official keys, buffers included."""
+
+    sampling_options: ClassVar[type[SamplingOptions]] = VARSampling
 
     def __init__(self, config: VARConfig, quantizer: MultiScaleQuantizer):
         super().__init__()
@@ -88,6 +100,21 @@ class VAR(PolicyModel):
     @property
     def quantizer(self) -> MultiScaleQuantizer:
         return self._quantizer[0]
+
+    @property
+    def supports_lambda(self) -> bool:
+        return self.lambda_embed is not None
+
+    def shape(self) -> ModelShape:
+        """Per block and position, counted tensor by tensor (and checked against ``saved_tensors_hooks``
+        in the tests), all in the compute dtype: each AdaLN saves the LayerNorm input, output and
+        modulated copy (2 × 3D); attention the qkv output (3D), normalised and scaled q and k (3D), the
+        SDPA output and its copy (2D), the branch before its gate (D); the FFN its output before the
+        gate (D) and the fc1 and GELU outputs (2F). A fused SDPA kernel (no L × L matrix) is assumed."""
+        c, ffn = self.config, round(self.config.width * self.config.mlp_ratio)
+        return ModelShape(layers=c.depth, width=c.width, heads=c.heads, ffn_width=ffn, seq_len=self.seq_len,
+                          vocab=c.V, block_saved_fp32=0, block_saved_compute=15 * c.width + 2 * ffn,
+                          checkpointing=c.activation_checkpointing)
 
     def _apply(self, fn: Any, recurse: bool = True) -> VAR:
         # Follow .to()/.cuda()/… with the quantiser too, but only its device: the official VQVAE is
@@ -196,11 +223,17 @@ class VAR(PolicyModel):
         """Next-scale sampling; see ``alignkit_var.generate.generate`` for the options."""
         return next_scale_generate(self, labels_B, guidance=guidance, generator=generator, **options)
 
-    def generate_images(self, labels_B: Tensor, tokenizer: Tokenizer, **options: Any) -> Tensor:
-        """Sample and decode: images in [-1, 1] from the accumulated ``f_hat`` (the only correct
-        decoding with ``more_smooth=True``, whose ``f_hat`` mixes codes softly)."""
-        _, f_hat_BChw = self.generate(labels_B, return_fhat=True, **options)
-        return tokenizer.decode_fhat(f_hat_BChw.to(tokenizer.device))
+    def generate_images(self, labels_B: Tensor, tokenizer: Tokenizer, *, guidance: float = 0.0,
+                        generator: torch.Generator | None = None, **options: Any) -> tuple[Tensor, Tensor]:
+        """Sample and decode from the accumulated ``f_hat``, as VAR's official sampler does (the only
+        correct decoding with ``more_smooth=True``, whose ``f_hat`` mixes codes softly)."""
+        decode_fhat = getattr(tokenizer, "decode_fhat", None)
+        if decode_fhat is None:
+            raise AlignkitError(f"VAR decodes its sampled latent with a 'var-vqvae' tokenizer, not with "
+                                f"{type(tokenizer).__name__}")
+        tokens_BL, f_hat_BChw = self.generate(labels_B, guidance=guidance, generator=generator, return_fhat=True,
+                                              **options)
+        return tokens_BL, decode_fhat(f_hat_BChw.to(tokenizer.device))
 
     # ------------------------------------------------------------------ official layout
 

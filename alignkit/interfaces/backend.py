@@ -1,4 +1,4 @@
-"""How a run is placed on devices and optimised. Backends are plugins (``alignkit_register_backends``).
+"""Training backends: how a run is placed on devices and processes, and optimised.
 
 The trainer drives a backend like this, once per optimiser step::
 
@@ -6,6 +6,8 @@ The trainer drives a backend like this, once per optimiser step::
                            ref    = backend.reference_logps(tokens, labels)
                            backend.backward(loss)           # the micro-batch's mean loss
     stats = backend.step()                                  # clip, update, schedule, zero grads
+    ...
+    backend.close()                                         # once, when the run ends (also on errors)
 
 Losses are means over a micro-batch; the backend averages gradients over the micro-batches of a step
 and over processes, so a step's gradient is that of the mean loss over the global batch.
@@ -13,18 +15,24 @@ and over processes, so a step's gradient is that of the mean loss over the globa
 
 from __future__ import annotations
 
-import math
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import Tensor
 
-from alignkit.interfaces import PolicyModel, ReferenceModel
-from alignkit.recipe import OptimSection, Recipe
+from alignkit.interfaces.component import ComponentSpec
+from alignkit.interfaces.model import PolicyModel, ReferenceModel
+
+if TYPE_CHECKING:
+    from alignkit.recipe import Recipe
+
+
+class NonFiniteError(ArithmeticError):
+    """A loss or gradient that is NaN or infinite; the step that produced it was not applied."""
 
 
 class Backend(ABC):
@@ -44,7 +52,7 @@ class Backend(ABC):
     @abstractmethod
     def setup(self, policy: PolicyModel, reference: ReferenceModel | None, accumulation_steps: int,
               total_steps: int) -> None:
-        """Place the models, build the optimiser (``param_groups``) and the schedule (``lr_factor``)."""
+        """Place the models (the reference's ``model``, when it has one), build the optimiser and the schedule."""
 
     @abstractmethod
     def policy_logits(self, tokens_BL: Tensor, labels_B: Tensor, **conditions: Tensor) -> Tensor:
@@ -94,43 +102,15 @@ class Backend(ABC):
         pass
 
     def close(self) -> None:
-        pass
+        """Release what the backend holds (process groups, …); called once at the end of a run."""
 
 
-def param_groups(policy: PolicyModel, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups with the backbone's official decay rule (``PolicyModel.decays``)."""
-    decay, no_decay = [], []
-    for name, param in policy.named_parameters():
-        if param.requires_grad:
-            (decay if policy.decays(name, param) else no_decay).append(param)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return [g for g in groups if g["params"]]
+@dataclass(frozen=True)
+class BackendSpec(ComponentSpec):
+    """``factory(config, *, recipe: Recipe) -> Backend``; ``multi_process`` says whether it runs
+    several worker processes (``distributed.num_processes > 1``), which ``alignkit train`` launches."""
 
+    multi_process: bool = False
 
-def lr_factor(optim: OptimSection, total_steps: int) -> Callable[[int], float]:
-    """Multiplier of ``optim.lr`` after ``step`` optimiser steps: linear warm-up from 0, then constant,
-    linear or cosine decay to ``optim.final_lr_ratio``."""
-    warmup, final = optim.warmup_steps, optim.final_lr_ratio
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        if optim.schedule == "constant":
-            return 1.0
-        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
-        if optim.schedule == "linear":
-            return 1.0 - (1.0 - final) * progress
-        return final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    return factor
-
-
-def autocast(device: torch.device, precision: str):
-    """bf16 autocast with fp32 master weights (the official CCA precision), or nothing for fp32."""
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return torch.autocast(device_type=device.type, enabled=False)
-
-
-class NonFiniteError(ArithmeticError):
-    """A loss or gradient that is NaN or infinite; the step that produced it was not applied."""
+    kind: ClassVar[str] = "backend"
+    builds: ClassVar[type] = Backend

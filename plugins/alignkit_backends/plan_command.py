@@ -3,7 +3,7 @@
     alignkit plan recipes/llamagen_3b_cca.toml --gpus 8 --gpu-memory 80
     alignkit plan recipes/var_d30_cca.toml --gpus 4 --gpu-memory 40 --cpu-memory 512 --json
 
-The formulas and what "cheapest" means: ``alignkit.plan``.
+The formulas and what "cheapest" means: ``alignkit_backends.plan``.
 """
 
 from __future__ import annotations
@@ -11,12 +11,15 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
+from rich import box
+from rich.console import Console
+from rich.table import Table
 
-if TYPE_CHECKING:
-    from alignkit.plan import Plan
+from alignkit.recipe import load_recipe
+from alignkit_backends.plan import SAFETY_MARGIN, GiB, Plan, plan
 
 PARTS = {"params": "params", "grads": "grads", "optimizer": "optim", "reference": "ref", "activations": "activ",
          "buffers": "buffers"}
@@ -38,19 +41,9 @@ def plan_command(
 ) -> None:
     """Per-GPU memory (parameters, gradients, optimizer, reference, activations) under ZeRO 0–3 with and
     without offload, and the cheapest setting that fits with a 10% margin."""
-    from alignkit.cli import user_errors
-
-    user_errors(_run)(recipe, overrides or [], gpu_memory, gpus, cpu_memory, gpus_per_node, micro_batch_size, as_json)
-
-
-def _run(path: Path, overrides: list[str], gpu_memory: float, gpus: int | None, cpu_memory: float | None,
-         gpus_per_node: int | None, micro_batch_size: int | None, as_json: bool) -> None:
-    from alignkit.plan import plan
-    from alignkit.recipe import load_recipe
-
-    recipe = load_recipe(path, overrides, check_paths=False)
-    gpus = recipe.distributed.num_processes if gpus is None else gpus
-    result = plan(recipe, gpus, gpu_memory, cpu_memory_gib=cpu_memory, micro_batch_size=micro_batch_size,
+    r = load_recipe(recipe, overrides or [], check_paths=False)
+    gpus = r.distributed.num_processes if gpus is None else gpus
+    result = plan(r, gpus, gpu_memory, cpu_memory_gib=cpu_memory, micro_batch_size=micro_batch_size,
                   gpus_per_node=gpus_per_node)
     if as_json:
         typer.echo(json.dumps(result.to_json(), indent=2))
@@ -59,12 +52,6 @@ def _run(path: Path, overrides: list[str], gpu_memory: float, gpus: int | None, 
 
 
 def _print(result: Plan) -> None:
-    from rich import box
-    from rich.console import Console
-    from rich.table import Table
-
-    from alignkit.plan import GiB, SAFETY_MARGIN
-
     console = Console(width=None if sys.stdout.isatty() else 140)  # a log or a pipe gets the whole table
     s = result.shape
     title = (f"{result.backbone}: {s.params / 1e6:,.0f}M parameters, micro-batch {result.micro_batch_size}, "

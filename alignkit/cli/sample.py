@@ -6,25 +6,28 @@
         --tokenizer-checkpoint vae_ch160v4096z32.pth --guidance 1.5 --top-k 900 --top-p 0.96 --more-smooth
     alignkit eval --samples samples/cca/samples.npz --ref VIRTUAL_imagenet256_labeled.npz
 
-Interrupted? Run the same command again: finished shards are kept (``alignkit.generation``).
+Interrupted? Run the same command again: finished shards are kept (``alignkit.sample.balanced``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
+from alignkit.api import load_policy, load_tokenizer
+from alignkit.cli.common import console
+from alignkit.engine.build import build_policy, build_tokenizer
 from alignkit.errors import AlignkitError
 from alignkit.interfaces import PolicyModel, Tokenizer
-
-if TYPE_CHECKING:
-    from alignkit.recipe import Recipe
+from alignkit.plugins import get_plugins
+from alignkit.recipe import Recipe, load_recipe
+from alignkit.sample.balanced import sample_class_balanced
+from alignkit.values import parse_pairs, resolve_device
 
 
 def sample_command(
@@ -55,6 +58,8 @@ def sample_command(
                                                      "(-1 = all)")] = None,
     more_smooth: Annotated[bool | None, typer.Option("--more-smooth", help="VAR: Gumbel-softmax smoothing of the "
                                                      "latent (VAR's visual-quality setting)")] = None,
+    option: Annotated[list[str] | None, typer.Option("--option", help="any sampling option of the backbone, "
+                                                     "key=value (repeatable)")] = None,
     lambda_: Annotated[float | None, typer.Option("--lambda", help="test-time λ of a model trained with "
                                                   "objective.lambda_range (larger: more fidelity, less diversity, like stronger guidance)")] = None,
     image_size: Annotated[int | None, typer.Option(help="resize to this size (bicubic) before saving, as LlamaGen's "
@@ -67,43 +72,27 @@ def sample_command(
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="progress bar on stderr")] = True,
 ) -> None:
     """Sample N images per class (deterministic per-class seeds, resumable) into samples.npz and grid.png."""
-    args = dict(locals())
-    from alignkit.cli import user_errors
-
-    user_errors(_run)(args)
-
-
-def _run(args: dict[str, Any]) -> None:
-    """The command's work, on its arguments by name (``user_errors`` turns ``AlignkitError`` into one line)."""
-    import torch
-
-    from alignkit.cli import console
-    from alignkit.generation import sample_class_balanced
-
-    models = load_models(args["source"], args["checkpoint"], args["backbone"], args["config"] or [],
-                         args["tokenizer"], args["tokenizer_checkpoint"], args["tokenizer_config"] or [])
-    device = args["device"]
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    models = load_models(source, checkpoint, backbone, config or [], tokenizer, tokenizer_checkpoint,
+                         tokenizer_config or [])
+    where = resolve_device(device)
     try:
-        models.policy.to(torch.device(device))
-        models.tokenizer.to(torch.device(device))
+        models.policy.to(where)
+        models.tokenizer.to(where)
     except (RuntimeError, AssertionError) as exc:
-        raise AlignkitError(f"cannot use device '{device}': {exc}") from None
-    extra = {key: args[key] for key in ("cfg_interval", "more_smooth", "lambda_") if args[key] is not None}
-    if "lambda_" in extra and not models.policy.supports_lambda:
+        raise AlignkitError(f"cannot use device '{where}': {exc}") from None
+    flags = {"schedule": schedule, "top_k": top_k, "top_p": top_p, "temperature": temperature,
+             "cfg_interval": cfg_interval, "more_smooth": more_smooth, "lambda_": lambda_}
+    options = {**parse_pairs(option, "--option"), **{k: v for k, v in flags.items() if v is not None}}
+    if "lambda_" in options and not models.policy.supports_lambda:
         raise AlignkitError("--lambda needs a model trained with test-time λ (model.lambda_conditioning = true)")
-    if "lambda_" not in extra and models.policy.supports_lambda:
+    if "lambda_" not in options and models.policy.supports_lambda:
         raise AlignkitError("this model was trained with test-time λ (model.lambda_conditioning = true): "
                             "choose the trade-off with --lambda")
-    out = args["out"] or (args["source"] / "samples" if args["source"] is not None and args["source"].is_dir()
-                          else Path("samples"))
+    out = out or (source / "samples" if source is not None and source.is_dir() else Path("samples"))
     samples = sample_class_balanced(
-        models.policy, models.tokenizer, parse_classes(args["classes"], models.policy.num_classes),
-        args["num_per_class"], out_dir=out, batch_size=args["batch_size"], seed=args["seed"],
-        guidance=args["guidance"], schedule=args["schedule"], top_k=args["top_k"], top_p=args["top_p"],
-        temperature=args["temperature"], extra_options=extra, image_size=args["image_size"],
-        identity=models.identity, provenance=models.provenance, progress=args["progress"])
+        models.policy, models.tokenizer, parse_classes(classes, models.policy.num_classes), num_per_class,
+        out_dir=out, batch_size=batch_size, seed=seed, guidance=guidance, options=options, image_size=image_size,
+        identity=models.identity, provenance=models.provenance, progress=progress)
     summary = json.loads((out / "sampling.json").read_text())
     speed = summary["images_per_second"]
     rate = f"{speed:.1f} images/s" if speed is not None else "every shard was already there"
@@ -128,11 +117,6 @@ class Models:
 def load_models(source: Path | None, checkpoint: Path | None, backbone: str | None, config: list[str],
                 tokenizer: str | None, tokenizer_checkpoint: Path | None, tokenizer_config: list[str]) -> Models:
     """The policy and tokenizer from a run folder, a recipe, or the explicit options (in that order)."""
-    from alignkit.api import load_policy
-    from alignkit.engine.build import build_policy
-    from alignkit.plugins import get_plugins
-    from alignkit.recipe import load_recipe
-
     recipe: Recipe | None = None
     if source is None:
         if backbone is None:
@@ -166,9 +150,6 @@ def load_models(source: Path | None, checkpoint: Path | None, backbone: str | No
 def _load_tokenizer(name: str | None, checkpoint: Path | None, config: list[str], recipe: Recipe | None,
                     source: Path | None) -> tuple[Tokenizer, str, Path]:
     """The tokenizer the options name, else the recipe's: (tokenizer, its name, its weights file)."""
-    from alignkit.api import load_tokenizer
-    from alignkit.engine.build import build_tokenizer
-
     if name is None and (checkpoint is not None or config):
         raise AlignkitError("--tokenizer-checkpoint and --tokenizer-config need --tokenizer NAME")
     if name is not None:
@@ -223,20 +204,6 @@ def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
 
 
 # ------------------------------------------------------------------------------ parsing
-
-
-def parse_pairs(items: list[str], flag: str) -> dict[str, Any]:
-    """``key=value`` items as a dict; values are TOML (``3``, ``true``, ``[1, 2]``) or else strings."""
-    pairs: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise AlignkitError(f"{flag} expects key=value, got '{item}'")
-        try:
-            pairs[key.strip()] = tomllib.loads(f"v = {raw}")["v"]
-        except tomllib.TOMLDecodeError:
-            pairs[key.strip()] = raw
-    return pairs
 
 
 def parse_classes(text: str | None, num_classes: int) -> list[int]:

@@ -22,9 +22,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from alignkit.checkpoints import atomic_write
+from alignkit.api import load_tokenizer
 from alignkit.errors import AlignkitError
+from alignkit.files import atomic_write, write_json
 from alignkit.interfaces import Tokenizer
+from alignkit.values import resolve_device
 
 
 def center_crop(image: Image.Image, size: int) -> Image.Image:
@@ -79,7 +81,7 @@ def extract(tokenizer: Tokenizer, images: Path, out: Path, *, image_size: int | 
         if changed:
             raise AlignkitError(f"--out: {out} holds an extraction with other settings ({', '.join(changed)}); "
                                 "use a new folder")
-    atomic_write(meta_path, lambda p: p.write_text(json.dumps(meta, indent=2) + "\n"))
+    write_json(meta_path, meta)
     todo = [k for k in range(len(folder))
             if not ((codes_dir / f"{k}.npy").exists() and (labels_dir / f"{k}.npy").exists())]
     tokenizer = tokenizer.to(device).eval()
@@ -109,12 +111,9 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 def extract_main(tokenizer_name: str, checkpoint: Path | None, images: Path, out: Path, *, config: dict | None,
                  **kwargs) -> dict:
-    from alignkit.api import load_tokenizer
-
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise AlignkitError(f"--checkpoint: {checkpoint}: file not found")
     tokenizer = load_tokenizer(tokenizer_name, checkpoint=checkpoint, config=config)
-    if kwargs.get("device") is None:
-        kwargs["device"] = "cuda" if torch.cuda.is_available() else "cpu"
+    kwargs["device"] = resolve_device(kwargs.get("device") or "auto")
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     return extract(tokenizer, images, out, **kwargs)

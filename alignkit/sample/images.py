@@ -11,7 +11,6 @@ numbers were computed on images converted this way, so every backbone's samples 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from alignkit.checkpoints import atomic_write
+from alignkit.files import atomic_write
 
 GRID_COLUMNS = 8
 GRID_MAX_ROWS = 16
@@ -63,9 +62,5 @@ def write_grid(images_NHWC: np.ndarray, labels_N: np.ndarray, rows: Sequence[int
     image = Image.fromarray(canvas[..., 0] if c == 1 else canvas)
     path = Path(path)
 
-    def write(tmp: Path) -> None:
-        image.save(tmp, format="PNG")
-        os.chmod(tmp, 0o644)  # the temporary file was private
-
-    atomic_write(path, write)
+    atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
     return path

@@ -1,17 +1,21 @@
 """Token datasets: what training reads. Images are tokenized beforehand (``alignkit extract``).
 
 A dataset item is addressed by ``(index, augmentation)``: the trainer chooses both from its seeded
-plan (see ``alignkit.engine.plan``), so data order and augmentation choice are reproducible and
-resumable, also across DataLoader workers.
+data order (``alignkit.engine.data_order``), so data order and augmentation choice are reproducible
+and resumable, also across DataLoader workers.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
+
+from alignkit.interfaces.component import ComponentSpec
 
 
 class TokenDataset(Dataset, ABC):
@@ -52,3 +56,12 @@ def collate(items: list[tuple[Tensor, int]]) -> tuple[Tensor, Tensor]:
     tokens_BL = torch.stack([torch.as_tensor(t, dtype=torch.int64) for t, _ in items])
     labels_B = torch.tensor([int(label) for _, label in items], dtype=torch.int64)
     return tokens_BL, labels_B
+
+
+@dataclass(frozen=True)
+class DatasetSpec(ComponentSpec):
+    """``factory(config, *, tokenizer: Tokenizer | None) -> TokenDataset``; ``tokenizer`` is the
+    recipe's ``[tokenizer]``, for datasets that tokenize images themselves."""
+
+    kind: ClassVar[str] = "dataset"
+    builds: ClassVar[type] = TokenDataset

@@ -1,6 +1,6 @@
 """Class-balanced, deterministic, resumable sampling to an ADM-format sample batch.
 
-    from alignkit.generation import sample_class_balanced
+    from alignkit.sample.balanced import sample_class_balanced
     path = sample_class_balanced(policy, tokenizer, range(1000), 50, batch_size=25, seed=0, guidance=0.0,
                                  out_dir="samples/cca")   # samples.npz, grid.png, sampling.json there
 
@@ -20,37 +20,34 @@ options, output size, device type, the model's identity) are written to ``shards
 the first shard, and a rerun with other settings is refused rather than mixing two distributions in one
 batch. The classes requested are not among them: a shard of class c is the same whatever else is sampled.
 
-**Output.** ``samples.npz``: ``arr_0`` uint8 ``(N, H, W, 3)`` in class order (``sample_images`` has
+**Output.** ``samples.npz``: ``arr_0`` uint8 ``(N, H, W, 3)`` in class order (``alignkit.sample.images`` has
 the conversion), ``labels`` int64 ``(N,)``, ``tokens`` int64 ``(N, L)``; ``grid.png``: one row per
 class; ``sampling.json``: every setting, the counts and the images/s measured.
 """
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 import numpy as np
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from torch import Tensor
 
-from alignkit.checkpoints import atomic_write
+from pydantic import ValidationError
+
 from alignkit.errors import AlignkitError
-from alignkit.evaluation.npz import write_samples
-from alignkit.interfaces import PolicyModel, Tokenizer
-from alignkit.sample_images import grid_classes, to_uint8_nhwc, write_grid
-from alignkit.sampling import Schedule
-
-SCHEDULES = get_args(Schedule)
+from alignkit.files import atomic_write, write_json
+from alignkit.interfaces import PolicyModel, SamplingOptions, Tokenizer
+from alignkit.sample.images import grid_classes, to_uint8_nhwc, write_grid
+from alignkit.sample.npz import write_samples
 SHARD_DIR = "shards"
 SETTINGS_FILE = "settings.json"
 SHARD_FORMAT = 1
@@ -83,78 +80,35 @@ def shard_seed(seed: int, label: int, chunk: int) -> int:
     return int((int(state[0]) << 31) ^ int(state[1]))
 
 
-def sampling_options(*, schedule: str | None = None, top_k: int | None = None, top_p: float | None = None,
-                     temperature: float | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The ``generate()`` keywords the user set, checked; ``None`` leaves the backbone's default."""
-    if schedule is not None and schedule not in SCHEDULES:
-        raise AlignkitError(f"schedule must be one of {', '.join(SCHEDULES)}, got '{schedule}'")
-    if top_k is not None and top_k < 0:
-        raise AlignkitError(f"top_k must be 0 (off) or positive, got {top_k}")
-    if top_p is not None and not 0.0 <= top_p <= 1.0:
-        raise AlignkitError(f"top_p must lie in [0, 1] (0 and 1 are off), got {top_p}")
-    if temperature is not None and not temperature > 0:
-        raise AlignkitError(f"temperature must be positive, got {temperature}")
-    options = {key: value for key, value in (("schedule", schedule), ("top_k", top_k), ("top_p", top_p),
-                                             ("temperature", temperature)) if value is not None}
-    for key, value in (extra or {}).items():
-        if key in options or key in ("labels_B", "guidance", "generator", "return_fhat"):
-            raise AlignkitError(f"sampling option '{key}' is set by sample_class_balanced itself or twice")
-        options[key] = value
-    return options
-
-
-def _unsupported(policy: PolicyModel, names: list[str], accepted: list[str] | None = None) -> AlignkitError:
-    flags = ", ".join(f"'{n}' (--{n.replace('_', '-')})" for n in names)
-    known = f"; it takes: {', '.join(accepted)}" if accepted else ""
-    return AlignkitError(f"the {type(policy).__name__} backbone does not take the sampling option {flags}{known}")
-
-
-def check_options(policy: PolicyModel, options: dict[str, Any]) -> None:
-    """Refuse options that ``policy.generate`` does not name. A signature that ends in ``**options``
-    cannot be judged here; the first call then reports what it rejects (``_generate``)."""
-    params = inspect.signature(policy.generate).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
-    unknown = [name for name in options if name not in params]
-    if unknown:
-        raise _unsupported(policy, unknown, [n for n in params if n not in ("labels_B", "guidance", "generator")])
-
-
-def _generate(policy: PolicyModel, tokenizer: Tokenizer, labels_B: Tensor, guidance: float, options: dict[str, Any],
-              generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    """``tokens_BL`` and the decoded ``images_B3HW`` of one batch.
-
-    A tokenizer with ``decode_fhat`` (VAR's) decodes the sampler's accumulated latent, as VAR's
-    official sampler does: with ``more_smooth`` no token sequence describes the image.
-    """
-    from_latent = hasattr(tokenizer, "decode_fhat")
-    extra = {"return_fhat": True} if from_latent else {}
+def sampling_options(policy: PolicyModel, options: Mapping[str, Any] | SamplingOptions | None) -> SamplingOptions:
+    """``options`` validated by the backbone's ``sampling_options`` model; an unknown or bad option
+    is one ``AlignkitError`` that lists what the backbone takes."""
+    model = type(policy).sampling_options
+    if isinstance(options, model):
+        return options
+    given = options.model_dump(exclude_unset=True) if isinstance(options, SamplingOptions) else dict(options or {})
     try:
-        out = policy.generate(labels_B, guidance=guidance, generator=generator, **options, **extra)
-    except TypeError as exc:  # an open **options signature rejecting a keyword at the call
-        message = str(exc)
-        rejected = [name for name in options if name in message]
-        if not rejected or not ("unexpected keyword" in message or "unknown option" in message):
-            raise
-        raise _unsupported(policy, rejected) from None
-    device = tokenizer.device
-    if from_latent:
-        tokens_BL, f_hat_BChw = out
-        images_B3HW = tokenizer.decode_fhat(f_hat_BChw.to(device))
-    else:
-        tokens_BL = out
-        images_B3HW = tokenizer.decode(tokens_BL.to(device))
-    return tokens_BL, images_B3HW
+        return model.model_validate(given)
+    except ValidationError as exc:
+        unknown = [str(e["loc"][0]) for e in exc.errors() if e["type"] == "extra_forbidden"]
+        if unknown:
+            flags = ", ".join(f"'{n}' (--{n.replace('_', '-')})" for n in unknown)
+            raise AlignkitError(f"the {type(policy).__name__} backbone does not take the sampling option {flags}; "
+                                f"it takes: {', '.join(model.model_fields)}") from None
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg'][0].lower()}{e['msg'][1:]}, got {e['input']!r}"
+                             for e in exc.errors())
+        raise AlignkitError(f"sampling option {problems}") from None
 
 
 def _sample_shard(policy: PolicyModel, tokenizer: Tokenizer, shard: Shard, seed: int, guidance: float,
-                  options: dict[str, Any], image_size: int | None) -> tuple[np.ndarray, np.ndarray]:
+                  options: SamplingOptions, image_size: int | None) -> tuple[np.ndarray, np.ndarray]:
     """One shard's uint8 ``images_NHWC`` and int64 ``tokens_NL``, from its own generator."""
     device = next(policy.parameters()).device
     generator = torch.Generator(device).manual_seed(shard_seed(seed, shard.label, shard.chunk))
     labels_B = torch.full((shard.count,), shard.label, dtype=torch.int64, device=device)
     with torch.no_grad():
-        tokens_BL, images_B3HW = _generate(policy, tokenizer, labels_B, guidance, options, generator)
+        tokens_BL, images_B3HW = policy.generate_images(labels_B, tokenizer, guidance=guidance, generator=generator,
+                                                        **options.model_dump())
         return to_uint8_nhwc(images_B3HW, image_size), tokens_BL.to("cpu", torch.int64).numpy()
 
 
@@ -182,15 +136,6 @@ def _write_shard(path: Path, images_NHWC: np.ndarray, tokens_NL: np.ndarray, lab
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a name
             np.savez(f, images=images_NHWC, tokens=tokens_NL, labels=labels_N)
-        os.chmod(tmp, 0o644)  # the temporary file was private
-
-    atomic_write(path, write)
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    def write(tmp: Path) -> None:
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-        os.chmod(tmp, 0o644)  # the temporary file was private
 
     atomic_write(path, write)
 
@@ -236,16 +181,15 @@ def _check_request(policy: PolicyModel, tokenizer: Tokenizer, classes: list[int]
 
 def sample_class_balanced(policy: PolicyModel, tokenizer: Tokenizer, classes: Iterable[int], num_per_class: int, *,
                           out_dir: str | os.PathLike, batch_size: int = 25, seed: int = 0, guidance: float = 0.0,
-                          schedule: str | None = None, top_k: int | None = None, top_p: float | None = None,
-                          temperature: float | None = None, extra_options: dict[str, Any] | None = None,
-                          image_size: int | None = None, identity: dict[str, Any] | None = None,
-                          provenance: dict[str, Any] | None = None, progress: bool = True) -> Path:
+                          options: Mapping[str, Any] | SamplingOptions | None = None, image_size: int | None = None,
+                          identity: dict[str, Any] | None = None, provenance: dict[str, Any] | None = None,
+                          progress: bool = True) -> Path:
     """Sample ``num_per_class`` images of each class into ``out_dir`` (see the module docstring);
     returns the path of ``samples.npz``.
 
-    - ``guidance``: s of the paper's Eq. 2 (0 = guidance-free); ``schedule``, ``top_k``, ``top_p``,
-      ``temperature`` and ``extra_options`` (e.g. ``cfg_interval``, ``more_smooth``) are passed to
-      ``policy.generate`` only when set, so each backbone keeps its own defaults.
+    - ``guidance``: s of the paper's Eq. 2 (0 = guidance-free); ``options``: the backbone's sampling
+      options (``PolicyModel.sampling_options``: ``top_k``, ``cfg_interval``, ``more_smooth`` …); what
+      is not set keeps the backbone's default, and only what is set is recorded.
     - ``image_size``: resize the decoded images (bicubic) before the uint8 conversion.
     - ``identity``: what the weights are (e.g. checkpoint checksums); part of the resume check.
       ``provenance`` (e.g. file paths) is only recorded in ``sampling.json``.
@@ -254,12 +198,10 @@ def sample_class_balanced(policy: PolicyModel, tokenizer: Tokenizer, classes: It
     """
     classes = sorted(set(int(c) for c in classes))
     _check_request(policy, tokenizer, classes, num_per_class, batch_size, seed, guidance, image_size)
-    options = sampling_options(schedule=schedule, top_k=top_k, top_p=top_p, temperature=temperature,
-                               extra=extra_options)
-    check_options(policy, options)
+    chosen = sampling_options(policy, options)
     settings = json.loads(json.dumps({
         "format": SHARD_FORMAT, "num_per_class": num_per_class, "batch_size": batch_size, "seed": seed,
-        "guidance": guidance, "options": options, "image_size": image_size,
+        "guidance": guidance, "options": chosen.model_dump(exclude_unset=True), "image_size": image_size,
         "device_type": next(policy.parameters()).device.type,
         "model": {"policy": type(policy).__name__, **(identity or {})}}, default=str))
 
@@ -275,9 +217,9 @@ def sample_class_balanced(policy: PolicyModel, tokenizer: Tokenizer, classes: It
         task = bar.add_task("sampling", total=total, completed=done_before, speed="…")
         for shard in pending:
             start = time.perf_counter()
-            images_NHWC, tokens_NL = _sample_shard(policy, tokenizer, shard, seed, guidance, options, image_size)
+            images_NHWC, tokens_NL = _sample_shard(policy, tokenizer, shard, seed, guidance, chosen, image_size)
             if not recorded:  # only once a batch went through, so a rejected option leaves no trace
-                _write_json(shard_dir / SETTINGS_FILE, settings)
+                write_json(shard_dir / SETTINGS_FILE, settings)
                 recorded = True
             _write_shard(shard_dir / shard.file, images_NHWC, tokens_NL, np.full(shard.count, shard.label, np.int64))
             seconds += time.perf_counter() - start
@@ -294,7 +236,7 @@ def sample_class_balanced(policy: PolicyModel, tokenizer: Tokenizer, classes: It
                "uint8": "clamp(127.5 * x + 128, 0, 255) truncated to uint8 (official LlamaGen sampler)",
                "generated_images": generated, "resumed_images": done_before, "seconds": round(seconds, 3),
                "images_per_second": round(generated / seconds, 3) if generated else None}
-    _write_json(out_dir / "sampling.json", summary)
+    write_json(out_dir / "sampling.json", summary)
     return samples
 
 

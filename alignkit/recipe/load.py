@@ -1,5 +1,5 @@
-"""TOML recipes: typed sections, plugin-contributed options, ``key.path=value`` overrides, and errors
-that name the file and the key.
+"""Reading a recipe: TOML, ``key.path=value`` overrides, ``${VAR}``, paths, plugin options, and
+errors that name the file and the key.
 
 A recipe has the sections ``[model]``, ``[tokenizer]`` (optional), ``[data]``, ``[objective]``,
 ``[sampler]``, ``[reference]``, ``[optim]``, ``[distributed]`` and ``[output]``. Sections backed by a
@@ -16,183 +16,19 @@ Strings may use ``${VAR}`` or ``${VAR:-default}``; relative paths are relative t
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import re
 import tomllib
 import typing
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import BaseModel, ValidationError
 
 from alignkit.errors import AlignkitError, RecipeError, did_you_mean
-from alignkit.interfaces import ComponentConfig
-
-INPUT_PATH = "alignkit:input-path"
-InputPath = Annotated[Path, INPUT_PATH]
-"""A path the run reads: resolved against the recipe's folder and required to exist."""
-OutputPath = Annotated[Path, "alignkit:output-path"]
-"""A path the run writes: resolved against the recipe's folder."""
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class PluginSection(Section):
-    """A section whose remaining keys are validated by the selected plugin's config model."""
-
-    model_config = ConfigDict(extra="allow", validate_assignment=True)
-    _config: ComponentConfig | None = PrivateAttr(None)
-
-    @property
-    def config(self) -> ComponentConfig:
-        if self._config is None:
-            raise RuntimeError("recipe section was not resolved against its plugin (use load_recipe)")
-        return self._config
-
-
-class ModelSection(PluginSection):
-    backbone: str = Field(description="backbone plugin, optionally with a size preset: 'llamagen-B', 'var-d16'")
-    checkpoint: InputPath | None = Field(None, description="pretrained weights in the official layout (random init if unset)")
-
-
-class TokenizerSection(PluginSection):
-    name: str = Field(description="tokenizer plugin, optionally with a preset: 'llamagen-vq-16', 'var-vqvae'")
-    checkpoint: InputPath | None = Field(None, description="tokenizer weights in the official layout")
-
-
-class DataSection(PluginSection):
-    name: str = Field(description="dataset plugin: 'codes' (pre-extracted token shards), …")
-    num_workers: int | None = Field(None, ge=0, description="DataLoader worker processes per training process "
-                                    "(default: 0 on the CPU, else min(8, CPUs per process))")
-
-
-class ObjectiveSection(PluginSection):
-    name: str = Field(description="objective plugin: cca, cca_cfg, dpo, unlearn, nca, …")
-
-
-class SamplerSection(PluginSection):
-    name: str = Field("roll", description="pair sampler: roll (official), randperm, derangement")
-    uncond_ratio: float | None = Field(None, ge=0, lt=1, description="share of rows relabelled to the null class "
-                                       "(unset: the objective's default, 0.1 for cca_cfg and 0 otherwise)")
-    seed: int = Field(0, description="seed of the sampler's generator (offset by the process rank)")
-
-
-class ReferenceSection(Section):
-    train_mode: bool = Field(True, description="run the reference in train mode, dropout on, as the official CCA "
-                             "code does; false = eval mode (TRL's choice)")
-    checkpoint: InputPath | None = Field(None, description="reference weights (default: model.checkpoint)")
-
-
-class OptimSection(Section):
-    lr: float = Field(1e-5, gt=0, description="peak learning rate")
-    betas: tuple[float, float] = Field((0.9, 0.95), description="AdamW betas (official: 0.9, 0.95)")
-    eps: float = Field(1e-8, gt=0)
-    weight_decay: float = Field(0.05, ge=0, description="on matrices and embeddings; none on norms, biases, positions")
-    batch_size: int = Field(256, gt=0, description="images per optimiser step, all processes together")
-    micro_batch_size: int | None = Field(None, gt=0, description="images per forward pass and process "
-                                         "(default: batch_size / num_processes, no accumulation)")
-    max_grad_norm: float = Field(1.0, ge=0, description="clip the global gradient norm (0 = off)")
-    epochs: float = Field(1.0, gt=0, description="passes over the data (the paper: 1)")
-    max_steps: int | None = Field(None, gt=0, description="train exactly this many optimiser steps (overrides epochs)")
-    warmup_steps: int = Field(0, ge=0, description="linear warm-up from 0 over this many steps")
-    schedule: Literal["constant", "linear", "cosine"] = Field("constant", description="after warm-up (CCA: constant)")
-    final_lr_ratio: float = Field(0.0, ge=0, le=1, description="linear/cosine decay ends at lr × this")
-    seed: int = Field(0, description="seed of initialisation-independent randomness: data order, dropout")
-
-    @model_validator(mode="after")
-    def _batches_divide(self) -> OptimSection:
-        if self.micro_batch_size is not None and self.batch_size % self.micro_batch_size:
-            raise ValueError(f"batch_size {self.batch_size} is not a multiple of micro_batch_size "
-                             f"{self.micro_batch_size}")
-        return self
-
-
-class DistributedSection(PluginSection):
-    backend: str = Field("single", description="training backend plugin: 'single' (one process) or 'deepspeed'")
-    num_processes: int = Field(1, gt=0, description="worker processes; alignkit train launches them itself")
-    precision: Literal["fp32", "bf16"] = Field("bf16", description="bf16 compute with fp32 master weights, or fp32")
-
-
-class OutputSection(Section):
-    dir: OutputPath = Field(Path("runs/{name}"), description="run folder; '{name}' is the recipe name")
-    save_every: int = Field(1000, gt=0, description="checkpoint every N optimiser steps (and at the end)")
-    keep_last: int = Field(2, gt=0, description="checkpoints to keep")
-    log_every: int = Field(10, gt=0, description="write metrics every N optimiser steps")
-    export: list[Literal["official", "safetensors"]] = Field(["official", "safetensors"],
-                                                             description="final model formats")
-
-
-class Recipe(Section):
-    """A validated recipe. Build it with ``load_recipe``."""
-
-    description: str = ""
-    model: ModelSection
-    tokenizer: TokenizerSection | None = None
-    data: DataSection | None = None
-    objective: ObjectiveSection
-    sampler: SamplerSection = SamplerSection()
-    reference: ReferenceSection = ReferenceSection()
-    optim: OptimSection = OptimSection()
-    distributed: DistributedSection = DistributedSection()
-    output: OutputSection = OutputSection()
-
-    _path: Path | None = PrivateAttr(None)
-
-    @property
-    def path(self) -> Path | None:
-        return self._path
-
-    @property
-    def name(self) -> str:
-        return self._path.stem if self._path else "recipe"
-
-    @property
-    def uncond_ratio(self) -> float:
-        """The sampler's ratio, or the objective's default when the recipe leaves it unset."""
-        if self.sampler.uncond_ratio is not None:
-            return self.sampler.uncond_ratio
-        from alignkit.plugins import get_plugins
-
-        factory = get_plugins(self._path).get("objective", self.objective.name).spec.factory
-        return float(getattr(factory, "default_uncond_ratio", 0.0))
-
-    @property
-    def output_dir(self) -> Path:
-        return Path(str(self.output.dir).replace("{name}", self.name))
-
-    def to_toml(self) -> str:
-        """The recipe as resolved: overrides applied, plugin options filled in, paths absolute. A
-        run folder keeps this copy, so it can be re-run or sampled from anywhere."""
-        lines = [f"# resolved from {self._path}", f"description = {_toml_value(self.description)}"]
-        for name in Recipe.model_fields:
-            section = getattr(self, name)
-            if name == "description" or section is None:
-                continue
-            values = {k: v for k, v in section.model_dump().items() if k not in (section.model_extra or {})}
-            if isinstance(section, PluginSection) and section._config is not None:
-                values.update(section._config.model_dump())
-            if name == "output":
-                values["dir"] = self.output_dir  # '{name}' would otherwise follow the copy's file name
-            lines += ["", f"[{name}]"]
-            lines += [f"{key} = {_toml_value(value)}" for key, value in values.items() if value is not None]
-        return "\n".join(lines) + "\n"
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value) if math.isfinite(value) else ("inf" if value > 0 else "-inf" if value < 0 else "nan")
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{json.dumps(str(k))} = {_toml_value(v)}" for k, v in value.items()) + "}"
-    return json.dumps(str(value))  # a TOML basic string is a JSON string
-
+from alignkit.plugins import get_plugins
+from alignkit.recipe.sections import INPUT_PATH, PluginSection, Recipe
+from alignkit.values import parse_value
 
 # plugin-backed sections: (section, key naming the plugin, component kind)
 _PLUGIN_SECTIONS = (("model", "backbone", "backbone"), ("tokenizer", "name", "tokenizer"), ("data", "name", "dataset"),
@@ -229,8 +65,6 @@ def load_recipe(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] 
 def validate_recipe(data: dict[str, Any], path: Path, *, check_paths: bool = True,
                     from_cli: set[str] | frozenset[str] = frozenset()) -> Recipe:
     """Validate an already parsed recipe (``path`` locates errors and relative paths)."""
-    from alignkit.plugins import get_plugins
-
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as exc:
@@ -249,25 +83,24 @@ def validate_recipe(data: dict[str, Any], path: Path, *, check_paths: bool = Tru
         config_cls = component.spec.config
         options = {**preset, **(section.model_extra or {})}
         try:
-            section._config = config_cls.model_validate(options)
+                section._config = config_cls.model_validate(options)
         except ValidationError as exc:
             raise _recipe_error(path, exc, config_cls, (section_name,), from_cli) from None
+        section._component = component
     _resolve_paths(recipe, path.parent, (), check_paths, path)
-    _cross_check(recipe, path, plugins)
+    _cross_check(recipe, path)
     return recipe
 
 
-def _cross_check(recipe: Recipe, path: Path, plugins: Any) -> None:
-    objective = plugins.get("objective", recipe.objective.name).spec.factory
-    if getattr(objective, "uses_uncond", False) and recipe.uncond_ratio <= 0:
+def _cross_check(recipe: Recipe, path: Path) -> None:
+    if recipe.objective.component.spec.trains_null and recipe.uncond_ratio <= 0:
         raise RecipeError(path, "sampler.uncond_ratio", f"objective '{recipe.objective.name}' trains the null class "
                           "and needs uncond_ratio > 0 (the paper uses 0.1)")
-    backbone, _ = plugins.resolve_preset("backbone", recipe.model.backbone)
-    if backbone.spec.tokenizer and recipe.tokenizer is None:
+    needed = recipe.model.component.spec.tokenizer
+    if needed and recipe.tokenizer is None:
         raise RecipeError(path, "tokenizer", f"backbone '{recipe.model.backbone}' needs a [tokenizer] section "
-                          f"(name = '{backbone.spec.tokenizer}' and its checkpoint)")
-    backend = plugins.get("backend", recipe.distributed.backend).spec.factory
-    if recipe.distributed.num_processes > 1 and not getattr(backend, "multi_process", False):
+                          f"(name = '{needed}' and its checkpoint)")
+    if recipe.distributed.num_processes > 1 and not recipe.distributed.component.spec.multi_process:
         raise RecipeError(path, "distributed.num_processes", f"backend '{recipe.distributed.backend}' runs one "
                           "process; use backend = 'deepspeed' for more")
 
@@ -280,10 +113,7 @@ def _apply_override(path: Path, data: dict[str, Any], item: str) -> str:
     key = key.strip()
     if not sep or not key or any(not part for part in key.split(".")):
         raise RecipeError(path, item, "an override must look like section.key=value")
-    try:
-        value = tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = raw  # bare words are strings: objective.name=dpo
+    value = parse_value(raw)  # bare words are strings: objective.name=dpo
     parts = key.split(".")
     node = data
     for i, part in enumerate(parts[:-1]):

@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw, ImageFont
 from rich.console import Console
 from rich.table import Table
 
-from alignkit.checkpoints import atomic_write
+from alignkit.files import atomic_write
 
 
 def _fmt(value: Any, digits: int = 2) -> str:

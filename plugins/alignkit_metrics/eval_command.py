@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.table import Table
+
+from alignkit.api import component_config
+from alignkit.cli.common import console
+from alignkit.errors import AlignkitError
+from alignkit.files import write_json
+from alignkit.plugins import get_plugins
+from alignkit.values import parse_pairs, resolve_device
+from alignkit_metrics.evaluate import evaluate
 
 
 def eval_command(
@@ -25,66 +33,28 @@ def eval_command(
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="progress bars on stderr")] = True,
 ) -> None:
     """Evaluate samples with the ADM evaluator's formulas (FID, sFID, IS, precision, recall)."""
-    from alignkit.cli import user_errors
-
-    user_errors(_run)(samples, ref, features, weights, option or [], batch_size, device, ref_stats, json_path, progress)
-
-
-def _run(samples: Path, ref: Path, features: str, weights: Path | None, options: list[str], batch_size: int,
-         device: str, ref_stats: bool, json_path: Path | None, progress: bool) -> None:
-    import torch
-    from pydantic import ValidationError
-
-    from alignkit.cli import console
-    from alignkit.errors import AlignkitError
-    from alignkit.evaluation.evaluate import evaluate
-    from alignkit.plugins import get_plugins
-
-    plugins = get_plugins()
-    component = plugins.get("feature_extractor", features)
-    settings: dict[str, Any] = dict(_parse_option(o) for o in options)
+    settings = parse_pairs(option, "--option")
     if weights is not None:
         settings["weights"] = weights
+    component, config = component_config("feature_extractor", features, settings)
+    extractor = component.build(config)
+    where = resolve_device(device)
     try:
-        config = component.spec.config(**settings)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors())
-        raise AlignkitError(f"feature extractor '{features}': {problems}") from None
-    extractor = component.spec.factory(config)
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        extractor.to(torch.device(device))
+        extractor.to(where)
     except (RuntimeError, AssertionError) as exc:
-        raise AlignkitError(f"cannot use device '{device}': {exc}") from None
+        raise AlignkitError(f"cannot use device '{where}': {exc}") from None
     results = evaluate(samples, ref, extractor, batch_size=batch_size, use_ref_stats=ref_stats, progress=progress)
     if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(results, indent=2) + "\n")
+        write_json(json_path, results)
     console.print(results_table(results))
     for note in results["notes"]:
         typer.echo(f"note: {note}", err=True)
     # After the results are safe on disk and on screen, so that a failing logger loses nothing.
-    plugins.pm.hook.alignkit_after_eval(run=None, results=results)
+    get_plugins().pm.hook.alignkit_after_eval(run=None, results=results)
 
 
-def _parse_option(text: str) -> tuple[str, Any]:
-    from alignkit.errors import AlignkitError
-
-    key, sep, raw = text.partition("=")
-    if not sep or not key.strip():
-        raise AlignkitError(f"--option expects key=value, got '{text}'")
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError:
-        value = raw
-    return key.strip(), value
-
-
-def results_table(results: dict[str, Any]):
+def results_table(results: dict[str, Any]) -> Table:
     """A rich table of the metrics (``—`` where a metric could not be computed)."""
-    from rich.table import Table
-
     names = {"fid": "FID", "sfid": "sFID", "is": "IS", "precision": "Precision", "recall": "Recall",
              "accuracy": "Accuracy"}
     table = Table(title=f"{results['num_samples']} samples, {results['features']} features", title_justify="left",

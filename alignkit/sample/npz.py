@@ -1,10 +1,8 @@
-"""ADM-format ``.npz`` files: sample batches and reference batches, read and checked with one clear error each.
+"""ADM-format ``.npz`` sample batches, written and read with one clear error each.
 
 A **sample batch** holds ``arr_0``: ``(N, H, W, C)`` uint8 images in [0, 255] (C = 3, or 1 for
 grey; an ``(N, H, W)`` array is read as grey), and optionally ``labels`` ``(N,)`` and ``tokens``
-``(N, L)`` integers. A **reference batch** (e.g. ADM's ``VIRTUAL_imagenet256_labeled.npz``) holds
-images in ``arr_0`` and/or precomputed statistics ``mu`` ``(D,)``, ``sigma`` ``(D, D)`` of the pool
-features and ``mu_s``, ``sigma_s`` of the spatial features; stored statistics are used as they are.
+``(N, L)`` integers (reference batches, which evaluation reads, are ``alignkit_metrics.reference``).
 
 Uncompressed members (what ``np.savez`` writes) are memory-mapped, so a 50k × 256² batch is not
 read into memory at once.
@@ -20,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from alignkit.checkpoints import atomic_write
+from alignkit.files import atomic_write
 from alignkit.errors import AlignkitError
 
 EXPECTED = "uint8 images in [0, 255], NHWC (N, H, W, C) with C = 3 (or 1)"
@@ -39,22 +37,10 @@ class SampleBatch:
         return self.images.shape[0]
 
 
-@dataclass(frozen=True)
-class Reference:
-    """A reference batch: images (for precision/recall and statistics) and/or stored statistics."""
-
-    images: np.ndarray | None = None
-    mu: np.ndarray | None = None
-    sigma: np.ndarray | None = None
-    mu_s: np.ndarray | None = None
-    sigma_s: np.ndarray | None = None
-    path: Path | None = None
-
-
 # ----------------------------------------------------------------------------------- reading
 
 
-def _open(path: str | os.PathLike, what: str) -> tuple[Path, list[str]]:
+def open_npz(path: str | os.PathLike, what: str) -> tuple[Path, list[str]]:
     """The path and the array names inside, or an ``AlignkitError`` saying why the file is unusable."""
     path = Path(path)
     if not path.exists():
@@ -74,7 +60,7 @@ def _open(path: str | os.PathLike, what: str) -> tuple[Path, list[str]]:
     return path, keys
 
 
-def _load(path: Path, key: str, what: str, mmap: bool = False) -> np.ndarray:
+def load_array(path: Path, key: str, what: str, mmap: bool = False) -> np.ndarray:
     """One array of the archive; memory-mapped when ``mmap`` and the member is stored uncompressed."""
     try:
         with zipfile.ZipFile(path) as zf:
@@ -125,7 +111,7 @@ def check_images(images: np.ndarray, where: str) -> np.ndarray:
     return images
 
 
-def _check_vector(values: np.ndarray, n: int, key: str, where: str, ndim: int) -> np.ndarray:
+def check_vector(values: np.ndarray, n: int, key: str, where: str, ndim: int) -> np.ndarray:
     if not np.issubdtype(values.dtype, np.integer) or values.ndim != ndim or values.shape[0] != n:
         want = "(N,)" if ndim == 1 else "(N, L)"
         raise AlignkitError(f"{where}: '{key}' has shape {values.shape} and dtype {values.dtype}; expected "
@@ -135,64 +121,18 @@ def _check_vector(values: np.ndarray, n: int, key: str, where: str, ndim: int) -
 
 def read_samples(path: str | os.PathLike) -> SampleBatch:
     """Read and check a sample batch (``arr_0`` required; ``labels``, ``tokens`` optional)."""
-    path, keys = _open(path, "samples")
+    path, keys = open_npz(path, "samples")
     where = f"samples {path}"
     if "arr_0" not in keys:
         raise AlignkitError(f"{where}: no 'arr_0' array (keys: {', '.join(keys) or 'none'}); a sample batch is an "
                             f".npz with arr_0 = {EXPECTED}")
-    images = check_images(_load(path, "arr_0", "samples", mmap=True), where)
+    images = check_images(load_array(path, "arr_0", "samples", mmap=True), where)
     labels = tokens = None
     if "labels" in keys:
-        labels = _check_vector(_load(path, "labels", "samples"), len(images), "labels", where, 1)
+        labels = check_vector(load_array(path, "labels", "samples"), len(images), "labels", where, 1)
     if "tokens" in keys:
-        tokens = _check_vector(_load(path, "tokens", "samples"), len(images), "tokens", where, 2)
+        tokens = check_vector(load_array(path, "tokens", "samples"), len(images), "tokens", where, 2)
     return SampleBatch(images, labels, tokens, path)
-
-
-def _check_stats(mu: np.ndarray, sigma: np.ndarray, names: tuple[str, str],
-                 where: str) -> tuple[np.ndarray, np.ndarray]:
-    mu, sigma = np.asarray(mu, np.float64), np.asarray(sigma, np.float64)
-    if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
-        raise AlignkitError(f"{where}: '{names[0]}' {mu.shape} and '{names[1]}' {sigma.shape} do not fit: expected "
-                            "(D,) and (D, D)")
-    if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
-        raise AlignkitError(f"{where}: '{names[0]}'/'{names[1]}' contain NaN or inf")
-    return mu, sigma
-
-
-def read_reference(path: str | os.PathLike) -> Reference:
-    """Read and check a reference batch: images in ``arr_0`` and/or statistics ``mu``/``sigma``
-    (and ``mu_s``/``sigma_s``)."""
-    path, keys = _open(path, "reference")
-    where = f"reference {path}"
-    if "arr_0" not in keys and "mu" not in keys:
-        raise AlignkitError(f"{where}: no 'arr_0' images and no 'mu'/'sigma' statistics (keys: "
-                            f"{', '.join(keys) or 'none'}); a reference batch needs one of them")
-    images = check_images(_load(path, "arr_0", "reference", mmap=True), where) if "arr_0" in keys else None
-    stats: dict[str, np.ndarray | None] = {}
-    for pair in (("mu", "sigma"), ("mu_s", "sigma_s")):
-        present = [k for k in pair if k in keys]
-        if len(present) == 1:
-            missing = next(k for k in pair if k not in keys)
-            raise AlignkitError(f"{where}: has '{present[0]}' but no '{missing}'")
-        if present:
-            stats[pair[0]], stats[pair[1]] = _check_stats(_load(path, pair[0], "reference"),
-                                                          _load(path, pair[1], "reference"), pair, where)
-    return Reference(images, stats.get("mu"), stats.get("sigma"), stats.get("mu_s"), stats.get("sigma_s"), path)
-
-
-def check_compatible(samples: SampleBatch, reference: Reference) -> None:
-    """Samples and reference images must have one resolution and channel count (ADM compares like with like)."""
-    if reference.images is None:
-        return
-    (h, w, c), (rh, rw, rc) = samples.images.shape[1:], reference.images.shape[1:]
-    if (h, w) != (rh, rw):
-        raise AlignkitError(f"the reference {reference.path} has {rh}×{rw} images but the samples {samples.path} are "
-                            f"{h}×{w}; resize the samples to {rh}×{rw} first (e.g. LlamaGen's 384-pixel models are "
-                            "evaluated after resizing to 256)")
-    if c != rc:
-        raise AlignkitError(f"the reference {reference.path} has {rc}-channel images but the samples {samples.path} "
-                            f"have {c} channel(s)")
 
 
 # ----------------------------------------------------------------------------------- writing
@@ -205,14 +145,13 @@ def write_samples(path: str | os.PathLike, images: np.ndarray, labels: np.ndarra
     images = check_images(np.asarray(images), f"samples {path}")
     arrays = {"arr_0": np.ascontiguousarray(images)}
     if labels is not None:
-        arrays["labels"] = _check_vector(np.asarray(labels), len(images), "labels", f"samples {path}", 1)
+        arrays["labels"] = check_vector(np.asarray(labels), len(images), "labels", f"samples {path}", 1)
     if tokens is not None:
-        arrays["tokens"] = _check_vector(np.asarray(tokens), len(images), "tokens", f"samples {path}", 2)
+        arrays["tokens"] = check_vector(np.asarray(tokens), len(images), "tokens", f"samples {path}", 2)
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a name
             np.savez(f, **arrays)
-        os.chmod(tmp, 0o644)  # the temporary file was private
 
     atomic_write(path, write)
     return path

@@ -7,11 +7,13 @@ from typing import Any
 
 import numpy as np
 
+from alignkit import FeatureExtractor
 from alignkit.errors import AlignkitError
-from alignkit.evaluation.features import FeatureExtractor, compute_features
-from alignkit.evaluation.metrics import (DistanceDtype, feature_statistics, frechet_distance, inception_score,
+from alignkit.sample.npz import SampleBatch, read_samples
+from alignkit_metrics.features import compute_features
+from alignkit_metrics.metrics import (DistanceDtype, feature_statistics, frechet_distance, inception_score,
                                          manifold_precision_recall, softmax)
-from alignkit.evaluation.npz import Reference, SampleBatch, check_compatible, read_reference, read_samples
+from alignkit_metrics.reference import Reference, check_compatible, read_reference
 
 METRICS = ("fid", "sfid", "is", "precision", "recall")
 

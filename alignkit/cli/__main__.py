@@ -1,0 +1,3 @@
+from alignkit.cli.main import main
+
+main()

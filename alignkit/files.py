@@ -1,0 +1,54 @@
+"""Writing files so that nothing half-written is ever seen: every output goes to a temporary file
+beside its target and is renamed over it when complete."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], durable: bool = True) -> None:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it over ``path``, so that
+    ``path`` is always either the old file or the complete new one. The file gets the usual
+    permissions (the temporary one was private). ``durable`` also fsyncs the file and its folder
+    (survives power loss, not only a killed process)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
+        if durable:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+        if durable:
+            dir_fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text(path: str | os.PathLike, text: str, durable: bool = True) -> None:
+    """``text`` into ``path`` through ``atomic_write``."""
+    atomic_write(path, lambda tmp: tmp.write_text(text), durable)
+
+
+def write_json(path: str | os.PathLike, data: Any) -> None:
+    """``data`` as indented JSON (and a final newline) through ``atomic_write``."""
+    write_text(path, json.dumps(data, indent=2) + "\n")
