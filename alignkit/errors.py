@@ -44,5 +44,11 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
 
 
 def validation_problems(exc: Any) -> str:
-    """A pydantic ``ValidationError`` as ``key: message; key: message`` on one line."""
-    return "; ".join(f"{'.'.join(map(str, e['loc'])) or '(config)'}: {e['msg']}" for e in exc.errors())
+    """A pydantic ``ValidationError`` as ``key: message, got value; …`` on one line."""
+    problems = []
+    for error in exc.errors():
+        text = error["msg"][0].lower() + error["msg"][1:]
+        if "input" in error and not isinstance(error["input"], dict):
+            text += f", got {error['input']!r}"
+        problems.append(f"{'.'.join(map(str, error['loc'])) or '(config)'}: {text}")
+    return "; ".join(problems)

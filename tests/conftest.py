@@ -1,9 +1,14 @@
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 FIXTURES = Path(__file__).parent / "fixtures"
+TEST_PLUGINS = Path(__file__).parent / "plugins"
 
 
 @pytest.fixture(autouse=True)
@@ -55,3 +60,24 @@ def recipe_dir(tmp_path: Path) -> Path:
     """A folder with the toy inline plugin; write recipes into it."""
     (tmp_path / "alignkit_plugins.py").write_text(TOY_PLUGIN)
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def site(tmp_path_factory) -> Path:
+    """The test plugin packages (tests/plugins/*), installed with pip into a private site folder."""
+    work = tmp_path_factory.mktemp("plugins")
+    target = work / "site"
+    sources = [shutil.copytree(TEST_PLUGINS / name, work / name) for name in ("alignkit-ipo", "alignkit-broken",
+                                                                              "alignkit-toy")]
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index",
+                    "--target", str(target), *map(str, sources)], check=True, capture_output=True)
+    return target
+
+
+def run_cli(*args, site: Path | None = None, env: dict | None = None, cwd: Path | None = None):
+    """``python -m alignkit.cli ARGS`` in a fresh process, with the test plugins' ``site`` on the path."""
+    environment = {**os.environ, **(env or {})}
+    if site is not None:
+        environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), environment.get("PYTHONPATH")]))
+    return subprocess.run([sys.executable, "-m", "alignkit.cli", *map(str, args)], capture_output=True, text=True,
+                          env=environment, cwd=cwd)

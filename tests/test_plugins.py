@@ -2,10 +2,6 @@
 
 import importlib.metadata as metadata
 import json
-import os
-import shutil
-import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
@@ -15,29 +11,9 @@ from alignkit import hookspecs
 from alignkit.errors import PluginError
 from alignkit.plugins import Plugins
 
-from conftest import MINIMAL_RECIPE
+from conftest import MINIMAL_RECIPE, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
-TEST_PLUGINS = Path(__file__).parent / "plugins"
-
-
-@pytest.fixture(scope="module")
-def site(tmp_path_factory) -> Path:
-    """The two test plugin packages, installed with pip into a private site folder."""
-    work = tmp_path_factory.mktemp("plugins")
-    target = work / "site"
-    sources = [shutil.copytree(TEST_PLUGINS / name, work / name) for name in ("alignkit-ipo", "alignkit-broken")]
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index",
-                    "--target", str(target), *map(str, sources)], check=True, capture_output=True)
-    return target
-
-
-def run_cli(*args: str, site: Path | None = None, env: dict | None = None, cwd: Path | None = None):
-    environment = {**os.environ, **(env or {})}
-    if site is not None:
-        environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), environment.get("PYTHONPATH")]))
-    return subprocess.run([sys.executable, "-m", "alignkit.cli", *args], capture_output=True, text=True,
-                          env=environment, cwd=cwd)
 
 
 def test_third_party_plugin_is_listed_and_a_recipe_selects_it(site, recipe_dir):

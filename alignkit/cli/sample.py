@@ -141,15 +141,16 @@ def load_models(source: Path | None, checkpoint: Path | None, backbone: str | No
     else:
         policy = load_policy(backbone, checkpoint, parse_pairs(config, "--config"), tokenizer=tok)
     identity = {"checkpoint_sha256": file_sha256(checkpoint),
-                "tokenizer_sha256": file_sha256(tokenizer_checkpoint)}
+                "tokenizer_sha256": file_sha256(tokenizer_checkpoint) if tokenizer_checkpoint else None}
     provenance = {"source": str(source) if source else None, "backbone": backbone, "checkpoint": str(checkpoint),
-                  "tokenizer": tokenizer, "tokenizer_checkpoint": str(tokenizer_checkpoint)}
+                  "tokenizer": tokenizer, "tokenizer_checkpoint": str(tokenizer_checkpoint or "")}
     return Models(policy, tok, identity, provenance)
 
 
 def _load_tokenizer(name: str | None, checkpoint: Path | None, config: list[str], recipe: Recipe | None,
-                    source: Path | None) -> tuple[Tokenizer, str, Path]:
-    """The tokenizer the options name, else the recipe's: (tokenizer, its name, its weights file)."""
+                    source: Path | None) -> tuple[Tokenizer, str, Path | None]:
+    """The tokenizer the options name, else the recipe's: (tokenizer, its name, its weights file, which a
+    tokenizer without weights, ``TokenizerSpec.needs_checkpoint = False``, does not have)."""
     if name is None and (checkpoint is not None or config):
         raise AlignkitError("--tokenizer-checkpoint and --tokenizer-config need --tokenizer NAME")
     if name is not None:
@@ -159,6 +160,8 @@ def _load_tokenizer(name: str | None, checkpoint: Path | None, config: list[str]
         missing = f"{source} has no [tokenizer] section; " if recipe is not None else ""
         raise AlignkitError(f"{missing}sampling decodes tokens into images: give --tokenizer NAME "
                             "--tokenizer-checkpoint PATH")
+    if recipe.tokenizer.checkpoint is None and not recipe.tokenizer.component.spec.needs_checkpoint:
+        return build_tokenizer(recipe), recipe.tokenizer.name, None
     if recipe.tokenizer.checkpoint is None:
         hint = f"; give the tokenizer's weights with --tokenizer {recipe.tokenizer.name} --tokenizer-checkpoint PATH"
     elif source.is_dir():

@@ -46,7 +46,13 @@ class Tokenizer(nn.Module, ABC):
 
 @dataclass(frozen=True)
 class TokenizerSpec(ComponentSpec):
-    """``factory(config, *, checkpoint: Path | None) -> Tokenizer``."""
+    """``factory(config, *, checkpoint: Path | None) -> Tokenizer``.
+
+    ``needs_checkpoint``: whether its codes only mean something with trained weights (a randomly
+    initialised VQ gives meaningless codes); ``False`` for tokenizers without weights or fitted on data.
+    """
+
+    needs_checkpoint: bool = True
 
 
     kind: ClassVar[str] = "tokenizer"

@@ -43,7 +43,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from pydantic import ValidationError
 
-from alignkit.errors import AlignkitError
+from alignkit.errors import AlignkitError, validation_problems
 from alignkit.files import atomic_write, write_json
 from alignkit.interfaces import PolicyModel, SamplingOptions, Tokenizer
 from alignkit.sample.images import grid_classes, to_uint8_nhwc, write_grid
@@ -95,9 +95,7 @@ def sampling_options(policy: PolicyModel, options: Mapping[str, Any] | SamplingO
             flags = ", ".join(f"'{n}' (--{n.replace('_', '-')})" for n in unknown)
             raise AlignkitError(f"the {type(policy).__name__} backbone does not take the sampling option {flags}; "
                                 f"it takes: {', '.join(model.model_fields)}") from None
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg'][0].lower()}{e['msg'][1:]}, got {e['input']!r}"
-                             for e in exc.errors())
-        raise AlignkitError(f"sampling option {problems}") from None
+        raise AlignkitError(f"sampling option {validation_problems(exc)}") from None
 
 
 def _sample_shard(policy: PolicyModel, tokenizer: Tokenizer, shard: Shard, seed: int, guidance: float,

@@ -15,9 +15,11 @@ __all__ = ["ImageDataset", "ImagesConfig", "PatchMSVQ", "PatchMSVQConfig", "Patc
 def alignkit_register_tokenizers():
     return [
         TokenizerSpec("patch-vq", build_raster, PatchVQConfig,
-                      "toy raster tokenizer: k-means codes of pixel patches (LlamaGen on a CPU)"),
+                      "toy raster tokenizer: k-means codes of pixel patches (LlamaGen on a CPU)",
+                      needs_checkpoint=False),
         TokenizerSpec("patch-msvq", build_multiscale, PatchMSVQConfig,
-                      "toy multi-scale tokenizer: VAR's residual quantiser on pixel patches (VAR on a CPU)"),
+                      "toy multi-scale tokenizer: VAR's residual quantiser on pixel patches (VAR on a CPU)",
+                      needs_checkpoint=False),
     ]
 
 

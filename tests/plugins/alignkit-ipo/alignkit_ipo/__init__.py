@@ -1,8 +1,6 @@
 """IPO (Azar et al. 2023, "A General Theoretical Paradigm to Understand Learning from Human
 Preferences"), Eq. 17, with (x|c) preferred over (x|c⁻)."""
 
-from typing import ClassVar
-
 from pydantic import Field
 
 from alignkit import ComponentConfig, Objective, ObjectiveOutput, ObjectiveSpec, PairLogps, hookimpl
@@ -13,12 +11,7 @@ class IPOConfig(ComponentConfig):
 
 
 class IPO(Objective):
-    """L = mean (h − 1/(2τ))², h = r(x, c) − r(x, c⁻) on per-token mean log-probs."""
-
-    logp_reduction: ClassVar[str] = "mean"
-
-    def __init__(self, config: IPOConfig, num_classes=None):
-        super().__init__(config)
+    """L = mean (h − 1/(2τ))², h = r(x, c) − r(x, c⁻) on per-token mean log-probs (its spec asks for them)."""
 
     def __call__(self, logps: PairLogps) -> ObjectiveOutput:
         h_B = logps.r_pos_B - logps.r_neg_B
@@ -28,4 +21,5 @@ class IPO(Objective):
 
 @hookimpl
 def alignkit_register_objectives():
-    return [ObjectiveSpec("ipo", IPO, IPOConfig, "Identity Preference Optimisation (Azar et al. 2023)")]
+    return [ObjectiveSpec("ipo", IPO, IPOConfig, "Identity Preference Optimisation (Azar et al. 2023)",
+                          logp_reduction="mean")]
