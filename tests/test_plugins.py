@@ -109,3 +109,15 @@ def test_every_hook_is_documented():
     for name in hooks:
         doc = getattr(hookspecs, name).__doc__
         assert doc and len(doc.split()) >= 8, f"hook {name} needs a docstring"
+
+
+def test_every_package_of_the_source_tree_is_installed():
+    """pyproject lists packages by hand (plugins live outside alignkit/): a package it forgets would
+    be missing from every installed copy."""
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed, folders = set(setuptools["packages"]), setuptools["package-dir"]
+    found = {"alignkit." + ".".join(p.parent.relative_to(ROOT / "alignkit").parts) if p.parent != ROOT / "alignkit"
+             else "alignkit" for p in (ROOT / "alignkit").rglob("__init__.py")}
+    found |= {name for name, folder in folders.items() if (ROOT / folder).is_dir()}
+    found |= {p.parent.name for p in (ROOT / "plugins").glob("*/__init__.py")}
+    assert found == listed
