@@ -112,7 +112,7 @@ TOY_RECIPE = """
 description = "a third-party backbone, end to end"
 
 [model]
-backbone = "toy"
+backbone = "gru"
 num_classes = 4
 
 [tokenizer]
@@ -150,7 +150,7 @@ def test_a_third_party_backbone_is_planned_trained_sampled_and_evaluated(site, t
     planned = run_cli("plan", "recipe.toml", "--gpu-memory", "1", "--json", site=site, cwd=tmp_path)
     assert planned.returncode == 0, planned.stderr
     plan = json.loads(planned.stdout)
-    assert plan["backbone"] == "toy" and plan["shape"]["seq_len"] == 16 and plan["recommended"] is not None
+    assert plan["backbone"] == "gru" and plan["shape"]["seq_len"] == 16 and plan["recommended"] is not None
 
     trained = run_cli("train", "recipe.toml", site=site, cwd=tmp_path)
     assert trained.returncode == 0, trained.stderr

@@ -112,7 +112,7 @@ class PixelFeatures(FeatureExtractor):
 
 @hookimpl
 def alignkit_register_backbones():
-    return [BackboneSpec("toy", build_toy, ToyConfig, "a GRU over pixel tokens (third-party test backbone)")]
+    return [BackboneSpec("gru", build_toy, ToyConfig, "a GRU over pixel tokens (third-party test backbone)")]
 
 
 @hookimpl
