@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from alignkit import AlignkitError
-from alignkit.sample.npz import read_samples, write_samples
-from alignkit_metrics.reference import check_compatible, read_reference
+from alignkit.sample.npz import write_samples
+from alignkit_metrics.batches import read_samples
+from alignkit_metrics.batches import check_compatible, read_reference
 
 
 def images(n=5, size=8, channels=3, seed=0):

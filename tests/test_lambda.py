@@ -169,7 +169,7 @@ def test_lambda_range_needs_a_lambda_conditioned_model(tmp_path):
     np.savez(tmp_path / "codes.npz", tokens=np.zeros((64, 16), dtype=np.int64), labels=np.zeros(64, dtype=np.int64))
     (tmp_path / "r.toml").write_text(RECIPE.format(model="", objective='name = "cca"\nlambda_range = [1.0, 100.0]',
                                                    lr=1e-3, steps=1, out="run"))
-    with pytest.raises(AlignkitError, match="needs a λ-conditioned model: set model.lambda_conditioning = true"):
+    with pytest.raises(AlignkitError, match="conditions the policy on a per-row λ .*model.lambda_conditioning = true"):
         train(load_recipe(tmp_path / "r.toml"), show_progress=False)
     bad = tmp_path / "bad.toml"
     bad.write_text(RECIPE.format(model="", objective='name = "cca"\nlambda_range = [100.0, 1.0]', lr=1e-3, steps=1,

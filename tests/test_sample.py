@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 import alignkit
 from alignkit import AlignkitError, hookimpl
 from alignkit.cli.main import app
-from alignkit.sample.npz import read_samples
+from alignkit_metrics.batches import read_samples
 from alignkit.sample.balanced import format_classes, plan_shards, sample_class_balanced, shard_seed
 from alignkit.sample.images import GRID_COLUMNS, GRID_PADDING, grid_classes, to_uint8_nhwc
 

@@ -16,6 +16,7 @@ import torch
 from alignkit.checkpoints import read_weights_file
 
 from test_engine import make_run, metrics
+from test_gft_ddo import DDO_OBJECTIVE, with_objective
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -125,3 +126,25 @@ def test_extra_deepspeed_settings_merge_section_by_section():
     extra = {"zero_optimization": {"reduce_bucket_size": 1000}, "steps_per_print": 1}
     assert _merged(base, extra) == {"zero_optimization": {"stage": 3, "overlap_comm": True, "reduce_bucket_size": 1000},
                                     "bf16": {"enabled": True}, "steps_per_print": 1}
+
+
+
+def ddo_run(folder: Path, *overrides: str) -> subprocess.CompletedProcess:
+    path = with_objective(make_run(folder, steps=4, save_every=2, dropout=0.0), DDO_OBJECTIVE.format(rounds=2))
+    return subprocess.run([sys.executable, "-m", "alignkit.cli", "train", str(path), "sampler.uncond_ratio=0.0",
+                           *overrides], capture_output=True, text=True, timeout=600)
+
+
+def test_ddo_under_zero2_matches_one_process_and_zero3_is_refused(tmp_path):
+    """Negatives are seeded by global micro-batch, so two processes generate what one does; each
+    process refreshes its own replica of the reference at the round boundary."""
+    assert ddo_run(tmp_path / "one").returncode == 0
+    two = ddo_run(tmp_path / "two", "distributed.backend=deepspeed", "distributed.num_processes=2",
+                  "distributed.zero_stage=2")
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert_same_curve(tmp_path / "two" / "run", tmp_path / "one" / "run")
+    refused = ddo_run(tmp_path / "z3", "distributed.backend=deepspeed", "distributed.num_processes=2",
+                      "distributed.zero_stage=3")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "distributed.zero_stage: objective 'ddo' generates its negatives token by token" in refused.stderr
+    assert "Use zero_stage = 1 or 2" in refused.stderr

@@ -37,7 +37,7 @@ def build_policy(recipe: Recipe, checkpoint: str | PathLike | None = None,
 def build_reference(policy: PolicyModel, recipe: Recipe) -> ReferenceModel | None:
     """A plugin's reference (``alignkit_build_reference``), else a frozen copy of the policy (or of
     ``reference.checkpoint``), in train or eval mode as the recipe says."""
-    if not recipe.objective.component.spec.needs_reference:
+    if not recipe.objective.component.spec.uses_reference:
         return None
     reference = plugins_for(recipe).pm.hook.alignkit_build_reference(policy=policy, recipe=recipe)
     if reference is not None:
@@ -53,8 +53,8 @@ def build_objective(recipe: Recipe, policy: PolicyModel) -> Objective:
     objective = recipe.objective.build()
     objective.setup(policy)
     if "lambda_B" in objective.conditions and not policy.supports_lambda:
-        raise AlignkitError(f"{recipe.path}: objective.lambda_range (test-time λ) needs a λ-conditioned model: "
-                            "set model.lambda_conditioning = true")
+        raise AlignkitError(f"{recipe.path}: objective '{recipe.objective.name}' conditions the policy on a per-row λ "
+                            "(lambda_range, beta_range): the model needs model.lambda_conditioning = true")
     return objective
 
 

@@ -15,19 +15,21 @@ from rich.console import Console
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from alignkit.checkpoints import read_weights_file, save_safetensors, save_torch
+from alignkit.checkpoints import load_strict, read_weights_file, save_safetensors, save_torch
 from alignkit.engine.build import (build_backend, build_dataset, build_objective, build_policy, build_reference,
                                    build_sampler, build_tokenizer, plugins_for)
 from alignkit.engine.checkpointing import CheckpointStore
 from alignkit.engine.data_order import BatchPlan, PlanSampler
 from alignkit.engine.progress import MetricsLog, ProgressDisplay
+from alignkit.engine.step import StepRunner
 from alignkit.errors import AlignkitError
 from alignkit.files import write_json, write_text
-from alignkit.interfaces import NonFiniteError, ObjectiveOutput, PairLogps, collate
-from alignkit.logprobs import sequence_logps
+from alignkit.interfaces import NonFiniteError, collate
 from alignkit.recipe import Recipe
 
 IDENTITY_CHECK_STEPS = 10
+REFERENCE_FILE = "reference.safetensors"
+"""In the checkpoints of self-play objectives: the reference of the round the checkpoint falls in."""
 
 
 class TrainingError(AlignkitError):
@@ -82,7 +84,10 @@ class Trainer:
         self.total_steps = recipe.optim.max_steps or math.ceil(recipe.optim.epochs * self.plan.steps_per_epoch)
         self.objective = build_objective(recipe, self.policy)
         self.sampler = build_sampler(recipe, self.policy.null_label, backend.rank)
+        self.spec = recipe.objective.component.spec
+        self.rounds = self.objective.config.round_steps if self.spec.inputs == "generated_pairs" else None
         backend.setup(self.policy, self.reference, self.plan.accumulation_steps, self.total_steps)
+        self.micro_step = StepRunner(self.objective, self.spec, backend, self.sampler, self.policy, recipe.sampler.seed)
         self.store = CheckpointStore(self.output_dir / "checkpoints", recipe.output.keep_last, self.is_main,
                                      backend.barrier)
         torch.manual_seed(recipe.optim.seed + 1 + backend.rank)  # dropout streams, distinct per process
@@ -102,6 +107,8 @@ class Trainer:
             raise AlignkitError(f"cannot resume {latest}: it was written with data plan {state['plan']}, this recipe "
                                 f"gives {expected} (batch size, seed or dataset size changed)")
         self.backend.load(latest)
+        if self.rounds is not None and int(state["step"]) >= self.rounds:  # the reference of the current round
+            load_strict(self.reference.model, read_weights_file(latest / REFERENCE_FILE), latest / REFERENCE_FILE)
         rank_file = latest / f"rank{self.backend.rank}.pt"
         if rank_file.is_file():
             rank_state = read_weights_file(rank_file)
@@ -120,29 +127,6 @@ class Trainer:
         return {"num_items": self.plan.num_items, "batch_size": self.plan.batch_size, "seed": self.plan.seed}
 
     # ------------------------------------------------------------------------------ one step
-
-    def micro_step(self, tokens_BL: Tensor, labels_B: Tensor) -> ObjectiveOutput:
-        """Sampler → reference log-probs → policy log-probs → objective, for one micro-batch."""
-        objective, backend, needs = self.objective, self.backend, self.recipe.objective.component.spec
-        pairs = self.sampler(labels_B)
-        B, neg = tokens_BL.shape[0], needs.needs_negatives
-        conditions = {k: v.to(tokens_BL.device) for k, v in
-                      objective.sample_conditions(B, self.sampler.generator).items()}
-        if neg:
-            tokens_2BL = torch.cat([tokens_BL, tokens_BL])
-            labels_2B = torch.cat([pairs.labels_pos_B, pairs.labels_neg_B])
-        else:
-            tokens_2BL, labels_2B = tokens_BL, pairs.labels_pos_B
-        reduction = needs.logp_reduction
-        # the reference is the pretrained model: it sees no conditioning of the objective's (test-time λ)
-        ref_2B = backend.reference_logps(tokens_2BL, labels_2B, reduction) if needs.needs_reference else None
-        policy_conditions = {k: torch.cat([v, v]) if neg else v for k, v in conditions.items()}
-        logp_2B = sequence_logps(backend.policy_logits(tokens_2BL, labels_2B, **policy_conditions), tokens_2BL,
-                                 reduction=reduction)
-        logps = PairLogps(pairs, logp_2B[:B], logp_2B[B:] if neg else None,
-                          ref_2B[:B] if ref_2B is not None else None,
-                          ref_2B[B:] if (ref_2B is not None and neg) else None, conditions)
-        return objective(logps)
 
     def _check_batch(self, tokens_BL: Tensor, labels_B: Tensor, where: str | None = None) -> None:
         try:
@@ -172,6 +156,8 @@ class Trainer:
                 while self.step < self.total_steps:
                     last = self._train_step(batches)
                     self.step += 1
+                    if self.rounds is not None and self.step % self.rounds == 0 and self.step < self.total_steps:
+                        self.backend.refresh_reference()  # self-play: the next round contrasts with this policy
                     self.hooks.alignkit_after_step(run=self, step=self.step, metrics=last)
                     progress.update(self.step, last)
                     if self.step % self.recipe.output.log_every == 0 or self.step == self.total_steps:
@@ -194,13 +180,14 @@ class Trainer:
         return RunResult(self.output_dir, self.step, last)
 
     def _train_step(self, batches) -> dict[str, float]:
-        start = time.perf_counter()
+        start, generation_before = time.perf_counter(), self.micro_step.generation_s
         sums: dict[str, Tensor] = {}
-        for _ in range(self.plan.accumulation_steps):
+        for micro in range(self.plan.accumulation_steps):
             tokens_BL, labels_B = next(batches)
             self._check_batch(tokens_BL, labels_B)
             device = self.backend.device
-            out = self.micro_step(tokens_BL.to(device, non_blocking=True), labels_B.to(device, non_blocking=True))
+            out = self.micro_step(tokens_BL.to(device, non_blocking=True), labels_B.to(device, non_blocking=True),
+                                  self.step, micro)
             bad = self.backend.all_reduce_max((~torch.isfinite(out.loss.detach())).float().reshape(1))
             if bad.item() > 0:
                 raise TrainingError(self._non_finite_message(f"the loss is {out.loss.item()} on this process"))
@@ -217,6 +204,10 @@ class Trainer:
         elapsed = time.perf_counter() - start
         metrics.update(stats, images_per_s=self.plan.batch_size / elapsed, step_time_s=elapsed,
                        epoch=(self.step + 1) / self.plan.steps_per_epoch)
+        if self.rounds is not None:
+            generation = self.micro_step.generation_s - generation_before
+            metrics.update({"round": self.step // self.rounds, "time/generation_s": generation,
+                            "time/generation_share": generation / elapsed})
         return metrics
 
     def _non_finite_message(self, detail: str) -> str:
@@ -226,8 +217,8 @@ class Trainer:
                 f"stopped; {kept}. Lower optim.lr, check the data, or use precision = 'fp32'")
 
     def _check_policy_moved(self, metrics: dict[str, float]) -> None:
-        if metrics.get("lr", 0.0) <= 0:
-            return
+        if metrics.get("lr", 0.0) <= 0 or (self.rounds is not None and self.step >= self.rounds):
+            return  # (a self-play round just made the reference the policy)
         distance = self.backend.parameter_distance()
         if distance == 0.0 and self.is_main:
             message = (f"policy and reference are still identical after {self.step} optimiser steps with lr > 0: "
@@ -260,6 +251,8 @@ class Trainer:
             if torch.cuda.is_available():
                 rank_state["cuda_rng"] = torch.cuda.get_rng_state_all()
             torch.save(rank_state, folder / f"rank{self.backend.rank}.pt")
+            if self.rounds is not None and self.step >= self.rounds and self.is_main:
+                save_safetensors(self.reference.model.state_dict(), folder / REFERENCE_FILE)
             self.backend.barrier()
             if self.is_main:  # written last: its presence marks the folder complete
                 torch.save({"step": self.step, "world_size": self.backend.world_size,

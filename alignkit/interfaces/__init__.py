@@ -13,7 +13,8 @@ from alignkit.interfaces.component import ComponentConfig, ComponentSpec, EmptyC
 from alignkit.interfaces.data import DatasetSpec, TokenDataset, collate
 from alignkit.interfaces.features import FeatureExtractor, FeatureExtractorSpec
 from alignkit.interfaces.model import BackboneSpec, ModelShape, PolicyModel, ReferenceModel, SamplingOptions
-from alignkit.interfaces.objective import Objective, ObjectiveOutput, ObjectiveSpec, PairLogps
+from alignkit.interfaces.objective import (GenerationConfig, LogitsRequest, Objective, ObjectiveOutput, ObjectiveSpec,
+                                           PairLogps, TokenLogits)
 from alignkit.interfaces.pairs import Pairs, PairSampler, PairSamplerSpec
 from alignkit.interfaces.tokenizer import Tokenizer, TokenizerSpec
 
@@ -24,6 +25,7 @@ SPEC_TYPES: dict[str, type[ComponentSpec]] = {
 """Every kind of component, by its name in ``alignkit plugins``."""
 
 __all__ = ["SPEC_TYPES", "BackboneSpec", "Backend", "BackendSpec", "ComponentConfig", "ComponentSpec", "DatasetSpec",
-           "EmptyConfig", "FeatureExtractor", "FeatureExtractorSpec", "ModelShape", "NonFiniteError", "Objective",
+           "EmptyConfig", "FeatureExtractor", "FeatureExtractorSpec", "GenerationConfig", "LogitsRequest",
+           "ModelShape", "NonFiniteError", "Objective",
            "ObjectiveOutput", "ObjectiveSpec", "PairLogps", "PairSampler", "PairSamplerSpec", "Pairs", "PolicyModel",
-           "ReferenceModel", "SamplingOptions", "TokenDataset", "Tokenizer", "TokenizerSpec", "collate"]
+           "ReferenceModel", "SamplingOptions", "TokenDataset", "TokenLogits", "Tokenizer", "TokenizerSpec", "collate"]

@@ -36,7 +36,10 @@ class NonFiniteError(ArithmeticError):
 
 
 class Backend(ABC):
-    """One training placement: processes, devices, precision, optimiser, checkpoint I/O."""
+    """One training placement: processes, devices, precision, optimiser, checkpoint I/O; ``reference``
+    is the reference it placed in ``setup``."""
+
+    reference: ReferenceModel | None = None
 
     def __init__(self, recipe: Recipe):
         self.recipe = recipe
@@ -55,9 +58,10 @@ class Backend(ABC):
         """Place the models (the reference's ``model``, when it has one), build the optimiser and the schedule."""
 
     @abstractmethod
-    def policy_logits(self, tokens_BL: Tensor, labels_B: Tensor, **conditions: Tensor) -> Tensor:
-        """The policy's ``logits_BLV`` with gradients, under the configured precision (``conditions``,
-        e.g. ``lambda_B``, go to its forward)."""
+    def policy_logits(self, tokens_BL: Tensor, labels_B: Tensor, train_mode: bool = True,
+                      **conditions: Tensor) -> Tensor:
+        """The policy's ``logits_BLV`` (with gradients unless disabled by the caller), in train or eval
+        mode, under the configured precision; ``conditions`` (``lambda_B``) go to its forward."""
 
     @abstractmethod
     def reference_logps(self, tokens_BL: Tensor, labels_B: Tensor, reduction: str = "sum") -> Tensor:
@@ -87,6 +91,10 @@ class Backend(ABC):
     @abstractmethod
     def export_state_dict(self) -> dict[str, Tensor] | None:
         """The policy's full ``official_state_dict`` on the main process (gathered if sharded), else None."""
+
+    def refresh_reference(self) -> None:
+        """Make the reference the current policy (the end of a self-play round)."""
+        self.reference.model.load_state_dict(self.unwrapped_policy().state_dict())
 
     def parameter_distance(self) -> float | None:
         """max |θ − θ_ref| over parameters, when the backend can tell (None otherwise)."""

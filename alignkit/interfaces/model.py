@@ -154,10 +154,12 @@ class PolicyModel(nn.Module, ABC):
 
 
 class ReferenceModel(ABC):
-    """A frozen model that only answers sequence log-probs, without gradients.
+    """A frozen model that answers sequence log-probs without gradients (and, for objectives with
+    generated negatives, samples).
 
-    ``model`` is its frozen network when it has one: backends move, cast or shard it (and compare
-    it with the policy); ``None`` for references that compute log-probs another way.
+    ``model`` is its frozen network when it has one: backends move, cast or shard it, compare it with
+    the policy and, in self-play rounds, load the policy's weights into it; ``None`` for references
+    that compute log-probs another way.
     """
 
     model: nn.Module | None = None
@@ -165,6 +167,14 @@ class ReferenceModel(ABC):
     @abstractmethod
     def sequence_logps(self, tokens_BL: Tensor, labels_B: Tensor, reduction: str = "sum") -> Tensor:
         """``logp_B``: token log-probs of ``tokens_BL`` under ``labels_B``, summed (or averaged)."""
+
+    def generate(self, labels_B: Tensor, *, guidance: float = 0.0, generator: torch.Generator | None = None,
+                 **options: Any) -> Tensor:
+        """``tokens_BL`` sampled from the reference (its ``model``'s sampler)."""
+        if not isinstance(self.model, PolicyModel):
+            raise AlignkitError(f"{type(self).__name__} cannot generate: objectives with generated negatives need "
+                                "a reference whose model is a PolicyModel")
+        return self.model.generate(labels_B, guidance=guidance, generator=generator, **options)
 
 
 @dataclass(frozen=True)

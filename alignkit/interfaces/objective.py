@@ -1,12 +1,25 @@
-"""Objectives: a loss and its metrics from the summed sequence log-probs of one micro-batch."""
+"""Objectives: a loss and its metrics from what the engine computes for one micro-batch.
+
+An objective's spec declares which of three kinds of input it takes (``ObjectiveSpec.inputs``):
+
+- ``pair_logps``: summed sequence log-probs of policy and reference for (x, c⁺) and (x, c⁻)
+  (``PairLogps``; CCA, DPO, Unlearning, NCA, MLE);
+- ``token_logits``: the policy's token logits for the batch's images under the conditions the spec's
+  ``logits`` requests name (``TokenLogits``; GFT mixes two of them before the softmax);
+- ``generated_pairs``: ``PairLogps`` in which the negative of each row is an image the reference
+  generated for the row's own condition, x̃ ~ p_ref(·|c), and the reference becomes the policy every
+  ``round_steps`` optimiser steps (self-play rounds; DDO). The config subclasses ``GenerationConfig``.
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
+from pydantic import Field
 from torch import Tensor
 
 from alignkit.interfaces.component import ComponentConfig, ComponentSpec
@@ -14,6 +27,10 @@ from alignkit.interfaces.pairs import Pairs
 
 if TYPE_CHECKING:
     from alignkit.interfaces.model import PolicyModel
+
+
+POLICY_CONDITIONS = ("lambda_B",)
+"""The per-row conditions a policy's forward takes; other draws of ``sample_conditions`` stay with the objective."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +79,44 @@ def _require(value: Tensor | None, name: str) -> Tensor:
     return value
 
 
+@dataclass(frozen=True)
+class LogitsRequest:
+    """One forward pass of the policy over the batch's images that a ``token_logits`` objective needs.
+
+    ``condition``: the rows' (possibly null-masked) labels, their negative labels, or the null class
+    for every row. ``grad``: whether gradients flow (a stop-gradient branch does not). ``train_mode``:
+    dropout on or off. ``lambda_``: a λ for every row of this forward instead of the drawn per-row
+    conditions (only for models that take λ).
+    """
+
+    condition: Literal["label", "negative", "null"] = "label"
+    grad: bool = True
+    train_mode: bool = True
+    lambda_: float | None = None
+
+
+@dataclass(frozen=True)
+class TokenLogits:
+    """What a ``token_logits`` objective receives: ``logits[name]`` is ``logits_BLV`` (float32) of the
+    request ``name`` of its spec, for ``tokens_BL``."""
+
+    pairs: Pairs
+    tokens_BL: Tensor
+    logits: dict[str, Tensor]
+    conditions: dict[str, Tensor] = field(default_factory=dict)
+
+
+class GenerationConfig(ComponentConfig):
+    """Options of an objective whose negatives the reference generates (``inputs = "generated_pairs"``)."""
+
+    round_steps: int = Field(500, gt=0, description="optimiser steps per self-play round; after each, the reference "
+                             "becomes the current policy and generates the next round's negatives")
+    guidance: float = Field(0.0, description="guidance s of the negatives' sampler (0: the reference's own "
+                            "distribution, as the method requires)")
+    sampling: dict[str, Any] = Field(default_factory=dict, description="the backbone's sampling options for the "
+                                     "negatives (top_k, temperature, …; unset: the backbone's defaults)")
+
+
 @dataclass
 class ObjectiveOutput:
     """A scalar loss to minimise and detached scalar metrics (stable names, see ``Objective``)."""
@@ -71,12 +126,12 @@ class ObjectiveOutput:
 
 
 class Objective(ABC):
-    """A training objective: a small pure function of ``PairLogps``.
+    """A training objective: a small pure function of what its spec asks a step for (``PairLogps`` or
+    ``TokenLogits``).
 
-    Subclasses cite their equation in the docstring and return ``ObjectiveOutput`` with at least
-    these metrics: ``loss``, ``rewards/pos``, ``rewards/neg``, ``rewards/margins``,
-    ``rewards/accuracies``, ``logps/pos``, ``logps/neg`` (the last five only when negatives are
-    used). What a step must compute for it is declared on its ``ObjectiveSpec``.
+    Subclasses cite their equation in the docstring and return ``ObjectiveOutput`` with at least a
+    ``loss`` metric; pair objectives also report ``rewards/pos``, ``rewards/neg``, ``rewards/margins``,
+    ``rewards/accuracies``, ``logps/pos``, ``logps/neg`` (``PairLogps.reward_metrics``).
     """
 
     def __init__(self, config: ComponentConfig):
@@ -90,13 +145,14 @@ class Objective(ABC):
         """Names of the per-row inputs ``sample_conditions`` draws (``("lambda_B",)`` for test-time λ)."""
         return ()
 
-    def sample_conditions(self, batch_size: int, generator: torch.Generator) -> dict[str, Tensor]:
-        """Per-row inputs the policy is conditioned on during training, drawn before its forward pass
-        from the pair sampler's generator; they reach ``__call__`` in ``logps.conditions``."""
+    def sample_conditions(self, pairs: Pairs, generator: torch.Generator) -> dict[str, Tensor]:
+        """Per-row draws for the rows of ``pairs``, made before the forward passes from the pair
+        sampler's generator. ``lambda_B`` conditions the policy (test-time λ); every key reaches
+        ``__call__`` in its input's ``conditions`` (GFT keeps its ``beta_B`` there)."""
         return {}
 
     @abstractmethod
-    def __call__(self, logps: PairLogps) -> ObjectiveOutput:
+    def __call__(self, batch: PairLogps | TokenLogits) -> ObjectiveOutput:
         """The loss for one (micro-)batch."""
 
 
@@ -104,18 +160,44 @@ class Objective(ABC):
 class ObjectiveSpec(ComponentSpec):
     """``factory(config) -> Objective``, and what a training step must compute for it.
 
-    - ``needs_reference``: reference log-probs (``ref_pos_B``/``ref_neg_B``) are computed;
-    - ``needs_negatives``: the policy (and reference) also run under the negative condition;
+    - ``inputs``: ``pair_logps``, ``token_logits`` or ``generated_pairs`` (module docstring);
+    - ``needs_reference``: reference log-probs (``ref_pos_B``/``ref_neg_B``) are computed (pair inputs);
+    - ``needs_negatives``: the policy (and reference) also score a negative per row (``pair_logps``);
+    - ``logits``: the policy forwards a ``token_logits`` objective receives, by name;
     - ``trains_null``: null-class rows are trained, so ``sampler.uncond_ratio`` must be > 0;
     - ``default_uncond_ratio``: the sampler's ratio when a recipe does not set it;
     - ``logp_reduction``: token log-probs are summed per sequence, or averaged (length-normalised).
     """
 
+    inputs: Literal["pair_logps", "token_logits", "generated_pairs"] = "pair_logps"
     needs_reference: bool = True
     needs_negatives: bool = True
+    logits: Mapping[str, LogitsRequest] = field(default_factory=dict)
     trains_null: bool = False
     default_uncond_ratio: float = 0.0
     logp_reduction: Literal["sum", "mean"] = "sum"
 
     kind: ClassVar[str] = "objective"
     builds: ClassVar[type] = Objective
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        where = f"objective '{self.name}'"
+        if (self.inputs == "token_logits") != bool(self.logits):
+            raise ValueError(f"{where}: logits requests are what a token_logits objective takes, and only it")
+        if self.inputs == "generated_pairs" and not issubclass(self.config, GenerationConfig):
+            raise TypeError(f"{where}: a generated_pairs objective's config must subclass alignkit.GenerationConfig")
+
+    @property
+    def uses_reference(self) -> bool:
+        return self.inputs != "token_logits" and self.needs_reference
+
+    @property
+    def uses_negatives(self) -> bool:
+        return self.inputs == "generated_pairs" or (self.inputs == "pair_logps" and self.needs_negatives)
+
+    def policy_rows(self, batch_size: int) -> int:
+        """Rows one micro-batch of ``batch_size`` images puts through the policy with gradients."""
+        if self.inputs == "token_logits":
+            return batch_size * sum(request.grad for request in self.logits.values())
+        return batch_size * (2 if self.uses_negatives else 1)

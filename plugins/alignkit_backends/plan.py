@@ -99,10 +99,10 @@ def workload(recipe: Recipe, gpus: int, micro_batch_size: int, gpus_per_node: in
              shape: PlannedModel | None = None) -> Workload:
     """The recipe's run on ``gpus`` GPUs with micro-batches of ``micro_batch_size`` images."""
     needs = recipe.objective.component.spec
-    rows = micro_batch_size * (2 if needs.needs_negatives else 1)
+    rows = needs.policy_rows(micro_batch_size)
     extra = recipe.distributed.config.model_dump().get("deepspeed", {}).get("zero_optimization", {})
     return Workload(shape=shape or model_shape(recipe), rows=rows,
-                    reference=needs.needs_reference, precision=recipe.distributed.precision,
+                    reference=needs.uses_reference, precision=recipe.distributed.precision,
                     gpus=gpus, gpus_per_node=gpus_per_node,
                     reduce_bucket=int(extra.get("reduce_bucket_size", DEEPSPEED_BUCKETS["reduce_bucket_size"])),
                     prefetch_bucket=int(extra.get("stage3_prefetch_bucket_size",

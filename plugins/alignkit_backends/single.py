@@ -41,8 +41,9 @@ class SingleProcess(Backend):
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(optim, total_steps))
         self.params = [p for group in self.optimizer.param_groups for p in group["params"]]
 
-    def policy_logits(self, tokens_BL: Tensor, labels_B: Tensor, **conditions: Tensor) -> Tensor:
-        self.policy.train()
+    def policy_logits(self, tokens_BL: Tensor, labels_B: Tensor, train_mode: bool = True,
+                      **conditions: Tensor) -> Tensor:
+        self.policy.train(train_mode)
         with autocast(self.device, self.precision):
             return self.policy(tokens_BL, labels_B, **conditions)
 

@@ -129,6 +129,13 @@ class DeepSpeedBackend(Backend):
         _weights_only_engine(self.engine)
         self.reference = reference
         if reference is not None and reference.model is not None:
+            if self.config.zero_stage == 3 and self.recipe.objective.component.spec.inputs == "generated_pairs":
+                raise AlignkitError(f"{self.recipe.path}: distributed.zero_stage: objective "
+                                    f"'{self.recipe.objective.name}' generates its negatives token by token from the "
+                                    "reference and makes the reference the policy after each round; under ZeRO-3 "
+                                    "the reference is sharded, so every generated token would all-gather every "
+                                    "parameter and the policy's shards would have to be copied into the "
+                                    "reference's. Use zero_stage = 1 or 2 (the reference is then a replica)")
             if self.config.zero_stage == 3:
                 ref_ds = {k: v for k, v in ds.items() if k not in ("optimizer", "gradient_clipping")}
                 ref_ds["zero_optimization"] = {"stage": 3, **({"offload_param": ds["zero_optimization"]["offload_param"]}
@@ -139,8 +146,9 @@ class DeepSpeedBackend(Backend):
                 reference.model.to(self.device, dtype)
         self._lr = optim.lr
 
-    def policy_logits(self, tokens_BL: Tensor, labels_B: Tensor, **conditions: Tensor) -> Tensor:
-        self.engine.train()
+    def policy_logits(self, tokens_BL: Tensor, labels_B: Tensor, train_mode: bool = True,
+                      **conditions: Tensor) -> Tensor:
+        self.engine.train(train_mode)
         return self.engine(tokens_BL, labels_B, **conditions)
 
     def reference_logps(self, tokens_BL: Tensor, labels_B: Tensor, reduction: str = "sum") -> Tensor:

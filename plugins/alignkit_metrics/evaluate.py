@@ -9,11 +9,11 @@ import numpy as np
 
 from alignkit import FeatureExtractor
 from alignkit.errors import AlignkitError
-from alignkit.sample.npz import SampleBatch, read_samples
+from alignkit_metrics.batches import SampleBatch, read_samples
 from alignkit_metrics.features import compute_features
 from alignkit_metrics.metrics import (DistanceDtype, feature_statistics, frechet_distance, inception_score,
                                          manifold_precision_recall, softmax)
-from alignkit_metrics.reference import Reference, check_compatible, read_reference
+from alignkit_metrics.batches import Reference, check_compatible, read_reference
 
 METRICS = ("fid", "sfid", "is", "precision", "recall")
 

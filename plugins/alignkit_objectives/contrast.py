@@ -52,12 +52,12 @@ class ContrastObjective(Objective):
     def conditions(self) -> tuple[str, ...]:
         return ("lambda_B",) if self.config.lambda_range is not None else ()
 
-    def sample_conditions(self, batch_size: int, generator: torch.Generator) -> dict[str, Tensor]:
+    def sample_conditions(self, pairs: Pairs, generator: torch.Generator) -> dict[str, Tensor]:
         """``{"lambda_B": …}`` drawn log-uniformly from ``lambda_range``, or nothing without one."""
         if self.config.lambda_range is None:
             return {}
         low, high = self.config.lambda_range
-        return {"lambda_B": log_uniform(batch_size, low, high, generator)}
+        return {"lambda_B": log_uniform(pairs.labels_pos_B.shape[0], low, high, generator)}
 
     def loss(self, logps: PairLogps, term: Callable[[Tensor], Tensor]) -> Tensor:
         if self.lambda_ is None:

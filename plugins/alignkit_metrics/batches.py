@@ -1,0 +1,158 @@
+"""Reading ADM-format ``.npz`` batches with one clear error each: sample batches (``arr_0`` uint8
+images, optional ``labels`` and ``tokens``; ``alignkit.sample.npz`` writes them) and reference
+batches (e.g. ADM's ``VIRTUAL_imagenet256_labeled.npz``): images in ``arr_0`` and/or precomputed
+statistics ``mu`` ``(D,)``, ``sigma`` ``(D, D)`` of the pool features and ``mu_s``, ``sigma_s`` of
+the spatial features; stored statistics are used as they are.
+
+Uncompressed members (what ``np.savez`` writes) are memory-mapped, so a 50k × 256² batch is not
+read into memory at once."""
+
+from __future__ import annotations
+
+import os
+import struct
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from alignkit.errors import AlignkitError
+from alignkit.sample.npz import EXPECTED, check_images, check_vector
+
+
+@dataclass(frozen=True)
+class SampleBatch:
+    """Images ``(N, H, W, C)`` uint8 (possibly a read-only memory map), optional labels and tokens."""
+
+    images: np.ndarray
+    labels: np.ndarray | None = None
+    tokens: np.ndarray | None = None
+    path: Path | None = None
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+
+# ----------------------------------------------------------------------------------- reading
+
+
+def open_npz(path: str | os.PathLike, what: str) -> tuple[Path, list[str]]:
+    """The path and the array names inside, or an ``AlignkitError`` saying why the file is unusable."""
+    path = Path(path)
+    if not path.exists():
+        raise AlignkitError(f"{what} {path}: file not found")
+    if not path.is_file():
+        raise AlignkitError(f"{what} {path}: not a file")
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as f:
+            is_npy = f.read(6) == b"\x93NUMPY"
+        hint = " (this is a single .npy array; save it with np.savez(path, arr_0=images))" if is_npy else ""
+        raise AlignkitError(f"{what} {path}: not an .npz file{hint}")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            keys = [n[:-4] for n in zf.namelist() if n.endswith(".npy")]
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise AlignkitError(f"{what} {path}: unreadable .npz file ({exc})") from None
+    return path, keys
+
+
+def load_array(path: Path, key: str, what: str, mmap: bool = False) -> np.ndarray:
+    """One array of the archive; memory-mapped when ``mmap`` and the member is stored uncompressed."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            info = zf.getinfo(f"{key}.npy")
+            with zf.open(info) as f:
+                version = np.lib.format.read_magic(f)
+                if mmap and info.compress_type == zipfile.ZIP_STORED and version in ((1, 0), (2, 0)):
+                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                                   else np.lib.format.read_array_header_2_0)
+                    shape, fortran, dtype = read_header(f)
+                    if not fortran and not dtype.hasobject and 0 not in shape:
+                        with open(path, "rb") as raw:  # the member's data follows its local header
+                            raw.seek(info.header_offset + 26)
+                            name_len, extra_len = struct.unpack("<HH", raw.read(4))
+                        offset = info.header_offset + 30 + name_len + extra_len + f.tell()
+                        return np.memmap(path, dtype=dtype, mode="r", shape=shape, offset=offset)
+        with np.load(path, allow_pickle=False) as data:
+            return data[key]
+    except ValueError as exc:  # object arrays (pickles) are refused
+        raise AlignkitError(f"{what} {path}: cannot read '{key}': {exc}") from None
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise AlignkitError(f"{what} {path}: '{key}' is unreadable (truncated file?): {exc}") from None
+
+
+def read_samples(path: str | os.PathLike) -> SampleBatch:
+    """Read and check a sample batch (``arr_0`` required; ``labels``, ``tokens`` optional)."""
+    path, keys = open_npz(path, "samples")
+    where = f"samples {path}"
+    if "arr_0" not in keys:
+        raise AlignkitError(f"{where}: no 'arr_0' array (keys: {', '.join(keys) or 'none'}); a sample batch is an "
+                            f".npz with arr_0 = {EXPECTED}")
+    images = check_images(load_array(path, "arr_0", "samples", mmap=True), where)
+    labels = tokens = None
+    if "labels" in keys:
+        labels = check_vector(load_array(path, "labels", "samples"), len(images), "labels", where, 1)
+    if "tokens" in keys:
+        tokens = check_vector(load_array(path, "tokens", "samples"), len(images), "tokens", where, 2)
+    return SampleBatch(images, labels, tokens, path)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A reference batch: images (for precision/recall and statistics) and/or stored statistics."""
+
+    images: np.ndarray | None = None
+    mu: np.ndarray | None = None
+    sigma: np.ndarray | None = None
+    mu_s: np.ndarray | None = None
+    sigma_s: np.ndarray | None = None
+    path: Path | None = None
+
+
+def _check_stats(mu: np.ndarray, sigma: np.ndarray, names: tuple[str, str],
+                 where: str) -> tuple[np.ndarray, np.ndarray]:
+    mu, sigma = np.asarray(mu, np.float64), np.asarray(sigma, np.float64)
+    if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
+        raise AlignkitError(f"{where}: '{names[0]}' {mu.shape} and '{names[1]}' {sigma.shape} do not fit: expected "
+                            "(D,) and (D, D)")
+    if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
+        raise AlignkitError(f"{where}: '{names[0]}'/'{names[1]}' contain NaN or inf")
+    return mu, sigma
+
+
+def read_reference(path: str | os.PathLike) -> Reference:
+    """Read and check a reference batch: images in ``arr_0`` and/or statistics ``mu``/``sigma``
+    (and ``mu_s``/``sigma_s``)."""
+    path, keys = open_npz(path, "reference")
+    where = f"reference {path}"
+    if "arr_0" not in keys and "mu" not in keys:
+        raise AlignkitError(f"{where}: no 'arr_0' images and no 'mu'/'sigma' statistics (keys: "
+                            f"{', '.join(keys) or 'none'}); a reference batch needs one of them")
+    images = check_images(load_array(path, "arr_0", "reference", mmap=True), where) if "arr_0" in keys else None
+    stats: dict[str, np.ndarray | None] = {}
+    for pair in (("mu", "sigma"), ("mu_s", "sigma_s")):
+        present = [k for k in pair if k in keys]
+        if len(present) == 1:
+            missing = next(k for k in pair if k not in keys)
+            raise AlignkitError(f"{where}: has '{present[0]}' but no '{missing}'")
+        if present:
+            stats[pair[0]], stats[pair[1]] = _check_stats(load_array(path, pair[0], "reference"),
+                                                          load_array(path, pair[1], "reference"), pair, where)
+    return Reference(images, stats.get("mu"), stats.get("sigma"), stats.get("mu_s"), stats.get("sigma_s"), path)
+
+
+def check_compatible(samples: SampleBatch, reference: Reference) -> None:
+    """Samples and reference images must have one resolution and channel count (ADM compares like with like)."""
+    if reference.images is None:
+        return
+    (h, w, c), (rh, rw, rc) = samples.images.shape[1:], reference.images.shape[1:]
+    if (h, w) != (rh, rw):
+        raise AlignkitError(f"the reference {reference.path} has {rh}×{rw} images but the samples {samples.path} are "
+                            f"{h}×{w}; resize the samples to {rh}×{rw} first (e.g. LlamaGen's 384-pixel models are "
+                            "evaluated after resizing to 256)")
+    if c != rc:
+        raise AlignkitError(f"the reference {reference.path} has {rc}-channel images but the samples {samples.path} "
+                            f"have {c} channel(s)")
+
+
