@@ -54,11 +54,11 @@ def write_codes(folder: Path, num_items: int = 32, seq_len: int = 16, vocab: int
     np.savez(folder / "codes.npz", tokens=rng.integers(0, vocab, (num_items, seq_len)), labels=labels)
 
 
-def readme_plugin_example() -> str:
-    """The first Python block of the README's "Writing a plugin" section, verbatim."""
+def readme_plugin_examples() -> list[str]:
+    """The Python blocks of the README's "Writing a plugin" section, verbatim."""
     readme = (ROOT / "README.md").read_text()
     section = readme.split("\n## Writing a plugin\n", 1)[1].split("\n## ", 1)[0]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    return re.findall(r"```python\n(.*?)```", section, re.S)
 
 
 def trained_losses(folder: Path) -> list[float]:
@@ -66,15 +66,23 @@ def trained_losses(folder: Path) -> list[float]:
     return [json.loads(line)["loss"] for line in lines]
 
 
-def test_the_readme_plugin_example_trains_verbatim(tmp_path):
-    (tmp_path / "alignkit_plugins.py").write_text(readme_plugin_example())
+@pytest.mark.parametrize("example,objective,first_loss", [
+    (0, 'name = "ipo"\ntau = 0.1', (1 / (2 * 0.1)) ** 2),  # r⁺ = r⁻ = 0 before the first update: (1/(2τ))²
+    (1, 'name = "smoothed_mle"', None),
+    (2, 'name = "spin"\nround_steps = 2', 0.6931471805599453),  # r = 0 at step 1: −log σ(0)
+])
+def test_the_readme_plugin_examples_train_verbatim(tmp_path, example, objective, first_loss):
+    examples = readme_plugin_examples()
+    assert len(examples) == 3
+    (tmp_path / "alignkit_plugins.py").write_text(examples[example])
     write_codes(tmp_path)
-    (tmp_path / "recipe.toml").write_text(LLAMAGEN_RECIPE.format(objective='name = "ipo"\ntau = 0.1'))
+    (tmp_path / "recipe.toml").write_text(LLAMAGEN_RECIPE.format(objective=objective))
     result = run_cli("train", tmp_path / "recipe.toml", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     losses = trained_losses(tmp_path)
     assert len(losses) == 3 and all(np.isfinite(losses))
-    assert losses[0] == pytest.approx((1 / (2 * 0.1)) ** 2)  # r⁺ = r⁻ = 0 before the first update: (1/(2τ))²
+    if first_loss is not None:
+        assert losses[0] == pytest.approx(first_loss)
     assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
 
 

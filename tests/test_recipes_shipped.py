@@ -17,6 +17,7 @@ def test_the_paper_models_have_recipes():
         assert {f"llamagen_{size}_cca", f"llamagen_{size}_cca_cfg"} <= names
     for depth in (16, 20, 24, 30):
         assert {f"var_d{depth}_cca", f"var_d{depth}_cca_cfg"} <= names
+    assert {"llamagen_3b_gft", "var_d16_ddo", "var_d30_ddo"} <= names  # the successors' papers' models
     assert shipped_recipes() == RECIPES  # what `alignkit recipes` lists, registered through the plugin hook
 
 
@@ -35,9 +36,14 @@ def test_recipe_validates_with_its_assets_in_place(path, tmp_path, monkeypatch):
             target.mkdir(parents=True, exist_ok=True)
     recipe = load_recipe(path)
     assert recipe.model.checkpoint.is_file() and recipe.tokenizer is not None
-    assert recipe.optim.batch_size == 256 and recipe.optim.epochs == 1 and recipe.objective.config.beta == 0.02
-    assert recipe.uncond_ratio == 0.1
+    assert recipe.optim.batch_size == 256 and recipe.uncond_ratio == 0.1
     assert recipe.distributed.num_processes == 8
     assert recipe.description
-    if recipe.objective.config.model_dump().get("lambda_range") is not None:
-        assert recipe.model.config.lambda_conditioning  # the trainer refuses test-time λ otherwise
+    objective = recipe.objective.config.model_dump()
+    if recipe.objective.name == "gft":  # GFT.sh: β-input, 15 epochs at lr 2e-4
+        assert objective["beta_range"] is not None and recipe.optim.epochs == 15 and recipe.optim.lr == 2e-4
+    else:
+        assert recipe.objective.config.beta == 0.02
+        assert recipe.optim.epochs == (4 if recipe.objective.name == "ddo" else 1)
+    if objective.get("lambda_range") is not None or objective.get("beta_range") is not None:
+        assert recipe.model.config.lambda_conditioning  # the trainer refuses per-row λ otherwise

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-OBJECTIVES = ("cca", "cca_cfg", "dpo", "unlearn", "nca")
+OBJECTIVES = ("cca", "cca_cfg", "dpo", "unlearn", "nca", "gft", "ddo")
 
 
 @dataclass(frozen=True)
