@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -52,3 +54,14 @@ def write_text(path: str | os.PathLike, text: str, durable: bool = True) -> None
 def write_json(path: str | os.PathLike, data: Any) -> None:
     """``data`` as indented JSON (and a final newline) through ``atomic_write``."""
     write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def write_npz(path: str | os.PathLike, **arrays: Any) -> None:
+    """Uncompressed ``np.savez`` through ``atomic_write`` (a file object: ``np.savez`` would append
+    ``.npz`` to a temporary name)."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+    atomic_write(path, write)

@@ -9,7 +9,7 @@ import torch
 
 import alignkit
 from alignkit import PairLogps, Pairs
-from alignkit.conditioning import LambdaEmbedder, log_uniform, sinusoidal_features
+from alignkit_conditioning import LambdaEmbedder, log_uniform, sinusoidal_features
 from alignkit.engine.trainer import train
 from alignkit.errors import AlignkitError
 from alignkit.recipe import load_recipe

@@ -18,7 +18,8 @@ import alignkit
 from alignkit import AlignkitError, hookimpl
 from alignkit.cli.main import app
 from alignkit_metrics.batches import read_samples
-from alignkit.sample.balanced import format_classes, plan_shards, sample_class_balanced, shard_seed
+from alignkit.sample.balanced import format_classes, plan_shards, sample_class_balanced
+from alignkit.sample.tokens import seeded_generator
 from alignkit.sample.images import GRID_COLUMNS, GRID_PADDING, grid_classes, to_uint8_nhwc
 
 from conftest import FIXTURES
@@ -104,7 +105,8 @@ def test_uint8_conversion_is_the_official_llamagen_one():
 def test_shards_seeds_and_grid_rows():
     assert plan_shards([3, 5], 5, 2) == [s for s in plan_shards([3], 5, 2) + plan_shards([5], 5, 2)]
     assert [s.count for s in plan_shards([3], 5, 2)] == [2, 2, 1]
-    seeds = {shard_seed(seed, label, chunk) for seed in range(3) for label in range(3) for chunk in range(3)}
+    seeds = {seeded_generator(seed, label, chunk).initial_seed() for seed in range(3) for label in range(3)
+             for chunk in range(3)}
     assert len(seeds) == 27 and all(0 <= s < 2 ** 63 for s in seeds)
     assert grid_classes(list(range(1000)), 16)[:2] == [0, 67] and grid_classes(list(range(1000)), 16)[-1] == 999
     assert format_classes([0, 1, 2, 5, 7, 8]) == "0-2,5,7-8"
@@ -181,7 +183,7 @@ def test_var_samples_decode_the_smooth_latent_and_refuse_llamagen_options(tmp_pa
     batch = sample(var, vae, tmp_path, classes=[3], num_per_class=2, guidance=1.5, top_k=8,
                    extra_options={"more_smooth": True})
     assert batch.images.shape == (2, 64, 64, 3) and batch.tokens.shape == (2, 30)
-    generator = torch.Generator().manual_seed(shard_seed(0, 3, 0))
+    generator = seeded_generator(0, 3, 0)
     _, f_hat = var.generate(torch.tensor([3, 3]), guidance=1.5, top_k=8, more_smooth=True, generator=generator,
                             return_fhat=True)
     assert np.array_equal(batch.images, to_uint8_nhwc(vae.decode_fhat(f_hat)))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -20,6 +19,7 @@ from alignkit.interfaces import (Backend, Objective, ObjectiveOutput, ObjectiveS
                                  PolicyModel, TokenLogits)
 from alignkit.interfaces.objective import POLICY_CONDITIONS
 from alignkit.logprobs import sequence_logps
+from alignkit.sample.tokens import seeded_generator
 
 
 class StepRunner:
@@ -81,8 +81,7 @@ class StepRunner:
         """The reference's samples for ``labels_B`` at (step, micro-batch) of this process."""
         start = time.perf_counter()
         chunk = micro * self.backend.world_size + self.backend.rank  # as data_order numbers micro-batches
-        state = np.random.SeedSequence((self.seed, step, chunk)).generate_state(2, np.uint32)
-        generator = torch.Generator(labels_B.device).manual_seed((int(state[0]) << 31) ^ int(state[1]))
+        generator = seeded_generator(self.seed, step, chunk, device=labels_B.device)
         with torch.no_grad():
             tokens_BL = self.backend.reference.generate(labels_B, guidance=self.guidance, generator=generator,
                                                         **self.options)

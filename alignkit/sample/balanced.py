@@ -44,10 +44,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from pydantic import ValidationError
 
 from alignkit.errors import AlignkitError, validation_problems
-from alignkit.files import atomic_write, write_json
+from alignkit.files import write_json, write_npz
 from alignkit.interfaces import PolicyModel, SamplingOptions, Tokenizer
 from alignkit.sample.images import grid_classes, to_uint8_nhwc, write_grid
 from alignkit.sample.npz import write_samples
+from alignkit.sample.tokens import seeded_generator
 SHARD_DIR = "shards"
 SETTINGS_FILE = "settings.json"
 SHARD_FORMAT = 1
@@ -73,13 +74,6 @@ def plan_shards(classes: Iterable[int], num_per_class: int, batch_size: int) -> 
             for label in classes for chunk in range(math.ceil(num_per_class / batch_size))]
 
 
-def shard_seed(seed: int, label: int, chunk: int) -> int:
-    """A 63-bit seed for shard (label, chunk): SeedSequence mixes the three numbers, so neighbouring
-    shards get unrelated streams (``seed + label`` would make seed 1 class 0 equal seed 0 class 1)."""
-    state = np.random.SeedSequence((seed, label, chunk)).generate_state(2, np.uint32)
-    return int((int(state[0]) << 31) ^ int(state[1]))
-
-
 def sampling_options(policy: PolicyModel, options: Mapping[str, Any] | SamplingOptions | None) -> SamplingOptions:
     """``options`` validated by the backbone's ``sampling_options`` model; an unknown or bad option
     is one ``AlignkitError`` that lists what the backbone takes."""
@@ -102,7 +96,7 @@ def _sample_shard(policy: PolicyModel, tokenizer: Tokenizer, shard: Shard, seed:
                   options: SamplingOptions, image_size: int | None) -> tuple[np.ndarray, np.ndarray]:
     """One shard's uint8 ``images_NHWC`` and int64 ``tokens_NL``, from its own generator."""
     device = next(policy.parameters()).device
-    generator = torch.Generator(device).manual_seed(shard_seed(seed, shard.label, shard.chunk))
+    generator = seeded_generator(seed, shard.label, shard.chunk, device=device)
     labels_B = torch.full((shard.count,), shard.label, dtype=torch.int64, device=device)
     with torch.no_grad():
         tokens_BL, images_B3HW = policy.generate_images(labels_B, tokenizer, guidance=guidance, generator=generator,
@@ -128,14 +122,6 @@ def _check_settings(shard_dir: Path, settings: dict[str, Any]) -> bool:
         raise AlignkitError(f"{shard_dir} holds shards sampled with other settings ({'; '.join(changed)}); resume "
                             "with the same settings, or use another output folder (or delete that one)")
     return True
-
-
-def _write_shard(path: Path, images_NHWC: np.ndarray, tokens_NL: np.ndarray, labels_N: np.ndarray) -> None:
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a name
-            np.savez(f, images=images_NHWC, tokens=tokens_NL, labels=labels_N)
-
-    atomic_write(path, write)
 
 
 def format_classes(classes: list[int]) -> str:
@@ -219,7 +205,8 @@ def sample_class_balanced(policy: PolicyModel, tokenizer: Tokenizer, classes: It
             if not recorded:  # only once a batch went through, so a rejected option leaves no trace
                 write_json(shard_dir / SETTINGS_FILE, settings)
                 recorded = True
-            _write_shard(shard_dir / shard.file, images_NHWC, tokens_NL, np.full(shard.count, shard.label, np.int64))
+            write_npz(shard_dir / shard.file, images=images_NHWC, tokens=tokens_NL,
+                      labels=np.full(shard.count, shard.label, np.int64))
             seconds += time.perf_counter() - start
             generated += shard.count
             bar.update(task, advance=shard.count, speed=f"{generated / seconds:.1f}")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from alignkit.files import atomic_write
+from alignkit.files import write_npz
 from alignkit.errors import AlignkitError
 
 EXPECTED = "uint8 images in [0, 255], NHWC (N, H, W, C) with C = 3 (or 1)"
@@ -66,10 +66,5 @@ def write_samples(path: str | os.PathLike, images: np.ndarray, labels: np.ndarra
         arrays["labels"] = check_vector(np.asarray(labels), len(images), "labels", f"samples {path}", 1)
     if tokens is not None:
         arrays["tokens"] = check_vector(np.asarray(tokens), len(images), "tokens", f"samples {path}", 2)
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a name
-            np.savez(f, **arrays)
-
-    atomic_write(path, write)
+    write_npz(path, **arrays)
     return path

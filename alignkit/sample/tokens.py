@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -83,3 +84,11 @@ def guidance_at(guidance: float, schedule: Schedule, step: int, num_steps: int) 
     if schedule == "linear":  # VAR's order of operations, so that seeded runs reproduce bit for bit
         return guidance * (step / max(num_steps - 1, 1))
     raise ValueError(f"schedule must be 'constant' or 'linear', got {schedule!r}")
+
+
+def seeded_generator(*parts: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator seeded from ``parts`` (e.g. seed, class, chunk) through ``numpy.random.SeedSequence``,
+    which mixes them: neighbouring tuples get unrelated streams (``seed + label`` would make seed 1
+    class 0 equal seed 0 class 1)."""
+    state = np.random.SeedSequence(parts).generate_state(2, np.uint32)
+    return torch.Generator(device).manual_seed((int(state[0]) << 31) ^ int(state[1]))

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from alignkit.conditioning import lambda_rows
+from alignkit_conditioning import lambda_rows
 from alignkit.errors import AlignkitError
 from alignkit.sample.tokens import Schedule, guidance_at, sample_tokens
 from alignkit_llamagen.layers import KVCache

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from alignkit.checkpoints import load_strict, read_weights_file, save_torch, strip_prefixes, unwrap_state_dict
-from alignkit.conditioning import complete_state
+from alignkit_conditioning import complete_state
 from alignkit_llamagen.config import FSDP_SIZES, GPT_PRESETS, VQ_PRESETS, GPTConfig, preset_of
 
 CODEBOOK_USED = "quantize.codebook_used"

@@ -12,7 +12,7 @@ from torch.utils.checkpoint import checkpoint
 
 from alignkit import ModelShape, PolicyModel, SamplingOptions
 from alignkit.checkpoints import save_safetensors
-from alignkit.conditioning import LambdaEmbedder, add_lambda
+from alignkit_conditioning import LambdaEmbedder, add_lambda
 from alignkit.sample.tokens import Schedule
 from alignkit_llamagen.config import GPTConfig
 from alignkit_llamagen.generate import generate_tokens

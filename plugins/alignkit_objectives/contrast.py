@@ -12,7 +12,7 @@ from pydantic import Field, model_validator
 from torch import Tensor
 
 from alignkit import ComponentConfig, Objective, PairLogps, Pairs, PolicyModel
-from alignkit.conditioning import log_uniform
+from alignkit_conditioning import log_uniform
 
 
 class ContrastConfig(ComponentConfig):

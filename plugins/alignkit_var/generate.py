@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from alignkit.conditioning import lambda_rows
+from alignkit_conditioning import lambda_rows
 from alignkit.errors import AlignkitError
 from alignkit.sample.tokens import Schedule, draw_tokens, filter_logits, guidance_at
 

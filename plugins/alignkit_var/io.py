@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from alignkit import Tokenizer
 from alignkit.checkpoints import load_strict, read_weights_file, strip_prefixes, unwrap_state_dict
-from alignkit.conditioning import complete_state
+from alignkit_conditioning import complete_state
 from alignkit.errors import AlignkitError, CheckpointError
 
 from alignkit_var.config import VAR_PRESETS, VARConfig, VQVAEConfig

@@ -24,7 +24,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from alignkit import AlignkitError, ModelShape, PolicyModel, SamplingOptions, Tokenizer
-from alignkit.conditioning import LambdaEmbedder, add_lambda
+from alignkit_conditioning import LambdaEmbedder, add_lambda
 from alignkit.sample.tokens import Schedule
 
 from alignkit_var.blocks import AdaLNBeforeHead, AdaLNSelfAttn, KVCache, SharedAdaLin

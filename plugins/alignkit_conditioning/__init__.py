@@ -1,4 +1,6 @@
 """Test-time λ (the CCA paper's Appendix E): one model conditioned on λ instead of one model per λ.
+The layer both built-in backbones add to their class embedding (GFT's β-input variant reuses it with
+λ = 1/β); a built-in plugin package only so that third-party backbones can import it too.
 
 During training every row draws its own λ log-uniformly from a range; the backbone embeds log λ the
 way DiT embeds diffusion timesteps (sinusoidal features, then a two-layer MLP) and adds the result
