@@ -9,21 +9,19 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from alignkit import ComponentConfig, TokenDataset, Tokenizer
+from alignkit import TokenDataset, Tokenizer
 from alignkit.errors import AlignkitError
 from alignkit.recipe import InputPath
 from alignkit_bench.cache import cache_dir, fingerprint
-from alignkit_bench.images import ImageSet, load_images, split, to_model_range
+from alignkit_bench.images import ImageSet, SplitConfig, load_images, split, subsample, to_model_range
 
 
-class ImagesConfig(ComponentConfig):
+class ImagesConfig(SplitConfig):
     source: Literal["mnist"] | InputPath = Field("mnist", description="'mnist' (5,000 digits shipped with alignkit), "
                                                  "a folder with one subfolder per class, or an .npz with images and labels")
-    split: Literal["train", "test", "all"] = "train"
-    test_fraction: float = Field(0.1, ge=0, lt=1, description="share of every class held out as the test split")
+    split: Literal["train", "validation", "test", "all"] = "train"
     max_images: int | None = Field(None, ge=1, description="use at most this many images of the split "
                                    "(every class keeps its share)")
-    seed: int = 0
 
 
 def encode_all(tokenizer: Tokenizer, images: np.ndarray, batch_size: int = 256) -> Tensor:
@@ -42,9 +40,9 @@ class ImageDataset(TokenDataset):
                                 "section")
         self.source = str(config.source)
         data: ImageSet = split(load_images(config.source, tokenizer.image_size), config.split,
-                               config.test_fraction, config.seed)
-        if config.max_images is not None and config.max_images < len(data.labels):
-            data = split(data, "test", config.max_images / len(data.labels), config.seed + 1)
+                               config.validation_fraction, config.test_fraction, config.split_seed)
+        if config.max_images is not None:
+            data = subsample(data, config.max_images, config.split_seed + 1)
         self.classes = data.classes
         key = fingerprint(data.images, data.labels, type(tokenizer).__name__, tokenizer.image_size,
                           *tokenizer.state_dict().values())[:16]

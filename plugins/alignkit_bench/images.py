@@ -1,5 +1,5 @@
 """Labelled image sets for the bench: the embedded MNIST subset, a class-per-subfolder image folder,
-or an ``.npz`` with ``images`` and ``labels``; a seeded, class-stratified train/test split."""
+or an ``.npz`` with ``images`` and ``labels``; a seeded, class-stratified train / validation / test split."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from pydantic import Field
 from torch import Tensor
 
+from alignkit import ComponentConfig
 from alignkit.errors import AlignkitError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -96,17 +98,54 @@ def _square(image: Image.Image, size: int) -> Image.Image:
     return image.crop((left, top, left + side, top + side)).resize((size, size), Image.BICUBIC)
 
 
-def split(data: ImageSet, part: str, test_fraction: float = 0.1, seed: int = 0) -> ImageSet:
-    """A seeded split that keeps every class's share: ``train``, ``test`` or ``all``."""
+class SplitConfig(ComponentConfig):
+    """Where an image set's three splits come from: a seeded, class-stratified partition."""
+
+    split_seed: int = Field(0, description="seed of the train / validation / test partition (alignkit bench "
+                            "--split-seed); the same seed gives the same split everywhere")
+    validation_fraction: float = Field(0.1, ge=0, lt=1, description="share of every class in the validation split")
+    test_fraction: float = Field(0.2, ge=0, lt=1, description="share of every class in the test split")
+
+
+SPLITS = ("train", "validation", "test", "all")
+
+
+def _stratified(data: ImageSet, shares: tuple[float, ...], seed: int) -> list[np.ndarray]:
+    """Indices of consecutive parts of a seeded per-class permutation: ``round(share · n)`` of every
+    class for each share, the rest in a last part."""
+    rng = np.random.default_rng(seed)
+    parts: list[list[np.ndarray]] = [[] for _ in range(len(shares) + 1)]
+    for label in np.unique(data.labels):
+        members = rng.permutation(np.flatnonzero(data.labels == label))
+        cuts = np.cumsum([int(round(share * len(members))) for share in shares])
+        for part, indices in zip(parts, np.split(members, cuts)):
+            part.append(indices)
+    return [np.sort(np.concatenate(part)) for part in parts]
+
+
+def split(data: ImageSet, part: str, validation_fraction: float = 0.1, test_fraction: float = 0.2,
+          seed: int = 0) -> ImageSet:
+    """One part of a seeded partition that keeps every class's share: ``test`` and ``validation``
+    take ``round(fraction · n)`` images of every class, ``train`` the rest; ``all`` is all."""
+    if part not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {part!r}")
     if part == "all":
         return data
-    rng = np.random.default_rng(seed)
-    test = np.zeros(len(data.labels), dtype=bool)
-    for label in np.unique(data.labels):
-        members = np.flatnonzero(data.labels == label)
-        chosen = rng.permutation(members)[: int(round(test_fraction * len(members)))]
-        test[chosen] = True
-    return data.subset(np.flatnonzero(test if part == "test" else ~test))
+    test, validation, train = _stratified(data, (test_fraction, validation_fraction), seed)
+    return data.subset({"test": test, "validation": validation, "train": train}[part])
+
+
+def halves(data: ImageSet, seed: int) -> tuple[ImageSet, ImageSet]:
+    """Two disjoint class-stratified halves (the test split's reference and real-vs-real floor sets)."""
+    first, second = _stratified(data, (0.5,), seed)
+    return data.subset(first), data.subset(second)
+
+
+def subsample(data: ImageSet, count: int, seed: int) -> ImageSet:
+    """``count`` images keeping every class's share (all of them when there are fewer)."""
+    if count >= len(data.labels):
+        return data
+    return data.subset(_stratified(data, (count / len(data.labels),), seed)[0])
 
 
 def to_model_range(images: np.ndarray, image_size: int, channels: int) -> Tensor:

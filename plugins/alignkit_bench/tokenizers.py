@@ -23,11 +23,11 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import Tensor
 
-from alignkit import ComponentConfig, Tokenizer
+from alignkit import Tokenizer
 from alignkit.checkpoints import read_weights_file, save_safetensors
 from alignkit.errors import CheckpointError
 from alignkit_bench.cache import cache_dir, fingerprint
-from alignkit_bench.images import load_images, split, to_model_range
+from alignkit_bench.images import SplitConfig, load_images, split, to_model_range
 from alignkit_bench.kmeans import kmeans, nearest
 from alignkit_var.quant import MultiScaleQuantizer
 
@@ -36,12 +36,13 @@ MAX_FIT_POINTS = 100_000
 """Lloyd steps see at most this many vectors (sampled): plenty for a few hundred codes."""
 
 
-class PatchVQConfig(ComponentConfig):
+class PatchVQConfig(SplitConfig):
     image_size: int = Field(28, ge=2, description="pixels per side")
     channels: Literal[1, 3] = Field(1, description="1: grey (colour inputs are averaged), 3: RGB")
     patch: int = Field(4, ge=1, description="pixels per side of one token")
     codebook_size: int = Field(256, ge=2)
-    fit_source: str = Field("mnist", description="images the codebook is fitted on (their training split)")
+    fit_source: str = Field("mnist", description="images the codebook is fitted on (their training split, as "
+                            "split_seed and the fractions say)")
     fit_images: int = Field(4000, ge=1, description="at most this many images for fitting")
     iterations: int = Field(25, ge=1, description="Lloyd iterations")
     seed: int = 0
@@ -154,7 +155,8 @@ class PatchMSVQ(PatchTokenizer):
 
 
 def _fit_latents(config: PatchVQConfig, tokenizer: PatchTokenizer) -> Tensor:
-    data = split(load_images(config.fit_source, config.image_size), "train")
+    data = split(load_images(config.fit_source, config.image_size), "train", config.validation_fraction,
+                 config.test_fraction, config.split_seed)
     generator = torch.Generator().manual_seed(config.seed)
     chosen = torch.randperm(len(data.labels), generator=generator)[: config.fit_images].numpy()
     return tokenizer.latent(to_model_range(data.images[chosen], config.image_size, config.channels))

@@ -55,7 +55,7 @@ def eval_command(
 
 def results_table(results: dict[str, Any]) -> Table:
     """A rich table of the metrics (``—`` where a metric could not be computed)."""
-    names = {"fid": "FID", "sfid": "sFID", "is": "IS", "precision": "Precision", "recall": "Recall",
+    names = {"fid": "FID", "sfid": "sFID", "kid": "KID", "is": "IS", "precision": "Precision", "recall": "Recall",
              "accuracy": "Accuracy"}
     table = Table(title=f"{results['num_samples']} samples, {results['features']} features", title_justify="left",
                   caption=f"samples {results['samples']}\nreference {results['reference']}", caption_justify="left")

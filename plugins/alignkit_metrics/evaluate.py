@@ -9,13 +9,12 @@ import numpy as np
 
 from alignkit import FeatureExtractor
 from alignkit.errors import AlignkitError
-from alignkit_metrics.batches import SampleBatch, read_samples
+from alignkit_metrics.batches import Reference, SampleBatch, check_compatible, read_reference, read_samples
 from alignkit_metrics.features import compute_features
-from alignkit_metrics.metrics import (DistanceDtype, feature_statistics, frechet_distance, inception_score,
+from alignkit_metrics.metrics import (DistanceDtype, feature_statistics, frechet_distance, inception_score, kid,
                                          manifold_precision_recall, softmax)
-from alignkit_metrics.batches import Reference, check_compatible, read_reference
 
-METRICS = ("fid", "sfid", "is", "precision", "recall")
+METRICS = ("fid", "sfid", "kid", "is", "precision", "recall")
 
 
 def evaluate(samples: str | os.PathLike | SampleBatch, ref: str | os.PathLike | Reference,
@@ -27,6 +26,8 @@ def evaluate(samples: str | os.PathLike | SampleBatch, ref: str | os.PathLike | 
     - FID/sFID: sample statistics against the reference's stored ``mu``/``sigma`` (``mu_s``/``sigma_s``)
       when present, of the extractor's dimension and ``use_ref_stats``; else against statistics of the
       reference images' features.
+    - KID: unbiased MMD² with the cubic polynomial kernel on pool features (needs reference images);
+      not in ADM's evaluator, but unbiased at small N where FID is not.
     - IS: over the samples, chunks of ``split_size`` (when the extractor gives class scores).
     - Precision/recall: k-NN manifolds of reference-image and sample features (needs reference images).
     - Accuracy: when the samples carry ``labels`` and the extractor's classes are the dataset's labels.
@@ -77,6 +78,12 @@ def evaluate(samples: str | os.PathLike | SampleBatch, ref: str | os.PathLike | 
             continue
         stats_source.append(f"{metric}: {source}")
         results[metric] = frechet_distance(*feature_statistics(feats[key], f"sample {key} features"), *ref_stats)
+
+    # KID ---------------------------------------------------------------------------------------
+    if ref_feats is not None and min(len(batch), len(ref_feats["pool"])) >= 2:
+        results["kid"] = kid(feats["pool"], ref_feats["pool"])
+    else:
+        notes.append("kid: needs the reference images' features (arr_0)")
 
     # IS ----------------------------------------------------------------------------------------
     probs = feats.get("probs")

@@ -200,3 +200,21 @@ def manifold_precision_recall(real_ND: np.ndarray, fake_MD: np.ndarray, k: int =
         fake_in_real |= (d <= radii_real[start:start + batch_size, None]).any(dim=0)
         real_in_fake[start:start + batch_size] = (d <= radii_fake[None, :]).any(dim=1)
     return float(fake_in_real.double().mean().cpu()), float(real_in_fake.double().mean().cpu())
+
+
+def kid(features_a: np.ndarray, features_b: np.ndarray) -> float:
+    """KID (Bińkowski et al. 2018, "Demystifying MMD GANs"): the unbiased MMD² between two feature sets
+    (rows are samples) with the polynomial kernel k(x, y) = (xᵀy / d + 1)³, d the feature dimension.
+    Unlike FID it has no bias at small N: two samples of one distribution give 0 on average."""
+    a, b = np.asarray(features_a, np.float64), np.asarray(features_b, np.float64)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+        raise ValueError(f"feature sets of shapes {a.shape} and {b.shape} do not fit")
+    m, n, d = a.shape[0], b.shape[0], a.shape[1]
+    if m < 2 or n < 2:
+        raise ValueError("KID needs at least 2 samples on each side")
+    k_aa = (a @ a.T / d + 1) ** 3
+    k_bb = (b @ b.T / d + 1) ** 3
+    k_ab = (a @ b.T / d + 1) ** 3
+    within_a = (k_aa.sum() - np.trace(k_aa)) / (m * (m - 1))
+    within_b = (k_bb.sum() - np.trace(k_bb)) / (n * (n - 1))
+    return float(within_a + within_b - 2 * k_ab.mean())
