@@ -117,6 +117,11 @@ def alignkit_after_step(run: Any, step: int, metrics: dict[str, float]) -> None:
 
 
 @hookspec
+def alignkit_after_train(run: Any) -> None:
+    """Called on every process when training has ended normally, after the export."""
+
+
+@hookspec
 def alignkit_after_eval(run: Any, results: dict[str, Any]) -> None:
     """Called after an evaluation with its results (FID, IS, precision, recall, …)."""
 

@@ -9,7 +9,8 @@ from typer.testing import CliRunner
 from alignkit import AlignkitError
 from alignkit.cli.main import app
 from alignkit import FeatureExtractor
-from alignkit.sample.npz import SampleBatch, write_samples
+from alignkit.sample.npz import write_samples
+from alignkit_metrics.samples import SampleBatch
 from alignkit_metrics import Reference, evaluate
 from alignkit_metrics.metrics import feature_statistics, frechet_distance, inception_score, softmax
 

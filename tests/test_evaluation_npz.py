@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from alignkit import AlignkitError
-from alignkit.sample.npz import read_samples, write_samples
+from alignkit.sample.npz import write_samples
+from alignkit_metrics.samples import read_samples
 from alignkit_metrics.reference import check_compatible, read_reference
 
 

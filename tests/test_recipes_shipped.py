@@ -4,6 +4,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 
 from alignkit.cli.recipes import shipped_recipes
 from alignkit.recipe import load_recipe
@@ -30,7 +31,7 @@ def test_recipe_validates_with_its_assets_in_place(path, tmp_path, monkeypatch):
         target = Path(re.sub(r"\$\{(\w+)\}", lambda m: str(tmp_path / m.group(1)), value))
         if target.suffix:
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(b"")
+            torch.save({}, target)  # a header that validation reads
         else:
             target.mkdir(parents=True, exist_ok=True)
     recipe = load_recipe(path)

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 import alignkit
 from alignkit import AlignkitError, hookimpl
 from alignkit.cli.main import app
-from alignkit.sample.npz import read_samples
+from alignkit_metrics.samples import read_samples
 from alignkit.sample.balanced import format_classes, plan_shards, sample_class_balanced, shard_seed
 from alignkit.sample.images import GRID_COLUMNS, GRID_PADDING, grid_classes, to_uint8_nhwc
 
@@ -184,7 +184,7 @@ def test_var_samples_decode_the_smooth_latent_and_refuse_llamagen_options(tmp_pa
     generator = torch.Generator().manual_seed(shard_seed(0, 3, 0))
     _, f_hat = var.generate(torch.tensor([3, 3]), guidance=1.5, top_k=8, more_smooth=True, generator=generator,
                             return_fhat=True)
-    assert np.array_equal(batch.images, to_uint8_nhwc(vae.decode_fhat(f_hat)))
+    assert np.array_equal(batch.images, to_uint8_nhwc(vae.decode_fhat(f_hat), conversion="truncate"))
     with pytest.raises(AlignkitError, match="VAR backbone does not take the sampling option 'cfg_interval'"):
         sample(var, vae, tmp_path / "llamagen-option", classes=[3], num_per_class=1, extra_options={"cfg_interval": 2})
 

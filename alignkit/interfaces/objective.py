@@ -16,6 +16,11 @@ if TYPE_CHECKING:
     from alignkit.interfaces.model import PolicyModel
 
 
+OLD_NAMES = {"rewards/chosen": "rewards/pos", "rewards/rejected": "rewards/neg", "logps/chosen": "logps/pos",
+             "logps/rejected": "logps/neg"}
+"""The metric names before TRL's, still logged for one release."""
+
+
 @dataclass(frozen=True)
 class PairLogps:
     """Summed sequence log-probs of policy and reference under the positive and negative conditions.
@@ -43,17 +48,19 @@ class PairLogps:
         return _require(self.policy_neg_B, "policy_neg_B") - _require(self.ref_neg_B, "ref_neg_B")
 
     def reward_metrics(self, beta: float) -> dict[str, Tensor]:
-        """TRL-compatible metrics: rewards are β·r, log-probs are the policy's summed log-probs."""
+        """TRL's metrics: rewards are β·r, log-probs the policy's summed log-probs; the positive
+        condition is TRL's ``chosen``, the negative its ``rejected`` (``*/pos``, ``*/neg``: aliases for
+        one release)."""
         with torch.no_grad():
             r_pos_B = self.r_pos_B.detach()
-            metrics = {"rewards/pos": beta * r_pos_B.mean(), "logps/pos": self.policy_pos_B.detach().mean()}
+            metrics = {"rewards/chosen": beta * r_pos_B.mean(), "logps/chosen": self.policy_pos_B.detach().mean()}
             if self.policy_neg_B is not None:
                 r_neg_B = self.r_neg_B.detach()
-                metrics["rewards/neg"] = beta * r_neg_B.mean()
+                metrics["rewards/rejected"] = beta * r_neg_B.mean()
                 metrics["rewards/margins"] = beta * (r_pos_B - r_neg_B).mean()
                 metrics["rewards/accuracies"] = (r_pos_B > r_neg_B).float().mean()
-                metrics["logps/neg"] = self.policy_neg_B.detach().mean()
-        return metrics
+                metrics["logps/rejected"] = self.policy_neg_B.detach().mean()
+        return {**metrics, **{old: metrics[new] for new, old in OLD_NAMES.items() if new in metrics}}
 
 
 def _require(value: Tensor | None, name: str) -> Tensor:
@@ -74,9 +81,9 @@ class Objective(ABC):
     """A training objective: a small pure function of ``PairLogps``.
 
     Subclasses cite their equation in the docstring and return ``ObjectiveOutput`` with at least
-    these metrics: ``loss``, ``rewards/pos``, ``rewards/neg``, ``rewards/margins``,
-    ``rewards/accuracies``, ``logps/pos``, ``logps/neg`` (the last five only when negatives are
-    used). What a step must compute for it is declared on its ``ObjectiveSpec``.
+    these metrics (TRL's names, ``PairLogps.reward_metrics``): ``loss``, ``rewards/chosen``,
+    ``rewards/rejected``, ``rewards/margins``, ``rewards/accuracies``, ``logps/chosen``,
+    ``logps/rejected`` (the last five only when negatives are used). What a step must compute for it is declared on its ``ObjectiveSpec``.
     """
 
     def __init__(self, config: ComponentConfig):

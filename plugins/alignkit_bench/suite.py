@@ -31,7 +31,7 @@ from alignkit.engine.trainer import train
 from alignkit.errors import AlignkitError
 from alignkit.recipe import Recipe, load_recipe
 from alignkit.sample.balanced import sample_class_balanced
-from alignkit.sample.npz import SampleBatch, read_samples
+from alignkit_metrics.samples import SampleBatch, read_samples
 from alignkit_bench.cache import cache_dir, fingerprint
 from alignkit_bench.images import load_images, split, to_model_range
 from alignkit_bench.report import write_report

@@ -9,7 +9,7 @@ import numpy as np
 
 from alignkit import FeatureExtractor
 from alignkit.errors import AlignkitError
-from alignkit.sample.npz import SampleBatch, read_samples
+from alignkit_metrics.samples import SampleBatch, read_samples
 from alignkit_metrics.features import compute_features
 from alignkit_metrics.metrics import (DistanceDtype, feature_statistics, frechet_distance, inception_score,
                                          manifold_precision_recall, softmax)

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from alignkit.errors import AlignkitError
-from alignkit.sample.npz import SampleBatch, check_images, load_array, open_npz
+from alignkit.sample.npz import check_images
+from alignkit_metrics.samples import SampleBatch, load_array, open_npz
 
 
 @dataclass(frozen=True)
