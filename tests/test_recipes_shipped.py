@@ -8,6 +8,8 @@ import torch
 
 from alignkit.cli.recipes import shipped_recipes
 from alignkit.recipe import load_recipe
+from alignkit_llamagen.model import LlamaGenSampling
+from alignkit_var.model import VARSampling
 
 RECIPES = sorted((Path(__file__).resolve().parent.parent / "recipes").glob("*.toml"))
 
@@ -40,5 +42,7 @@ def test_recipe_validates_with_its_assets_in_place(path, tmp_path, monkeypatch):
     assert recipe.uncond_ratio == 0.1
     assert recipe.distributed.num_processes == 8
     assert recipe.description
+    sampling = LlamaGenSampling if recipe.model.backbone.startswith("llamagen") else VARSampling
+    assert sampling.model_validate(recipe.sample.model_extra)  # the backbone's official evaluation settings
     if recipe.objective.config.model_dump().get("lambda_range") is not None:
         assert recipe.model.config.lambda_conditioning  # the trainer refuses test-time λ otherwise
