@@ -68,8 +68,7 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
-_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EISDIR,
-                 errno.ENOTDIR, errno.EEXIST}
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EISDIR}
 
 
 def size_text(n: float) -> str:
@@ -80,11 +79,13 @@ def write_failure(exc: BaseException, path: str | os.PathLike) -> AlignkitError 
     """An output-side ``OSError`` (full disk, quota, permissions, a file where a folder should be) or
     torch's writer error on a full disk, as one ``AlignkitError`` naming the path; else ``None``."""
     path = Path(getattr(exc, "filename", None) or path)
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if isinstance(exc, OSError) and exc.errno in (errno.EEXIST, errno.ENOTDIR):
+        return AlignkitError(f"{path}: cannot write: {existing} is a file, not a folder")
     if isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS:
         reason = exc.strerror
     elif isinstance(exc, RuntimeError) and any(s in str(exc) for s in ("unexpected pos", "file write failed")):
         reason = f"the write failed ({str(exc).splitlines()[0].split('] ')[-1].strip(' .')}: a full disk?)"
     else:
         return None
-    existing = next(p for p in (path, *path.parents) if p.exists())
     return AlignkitError(f"{path}: cannot write: {reason}; {size_text(shutil.disk_usage(existing).free)} free there")

@@ -346,3 +346,14 @@ def test_lambda_reaches_a_lambda_conditioned_model(files, tmp_path):
     assert same(read_samples(tmp_path / "plain" / "samples.npz"), read_samples(tmp_path / "lambda" / "samples.npz"))
     info = json.loads((tmp_path / "lambda" / "sampling.json").read_text())
     assert info["options"] == {"lambda_": 30.0}
+
+
+def test_a_truncated_shard_on_a_rerun_is_one_line(files, tmp_path):
+    args = ["sample", files / "tiny.toml", "--num-per-class", 1, "--classes", "0-1", "--batch-size", 1,
+            "--device", "cpu", "--no-progress", "--out", tmp_path / "out"]
+    assert cli(*args)[0].exit_code == 0
+    shard = tmp_path / "out" / "shards" / "class000001_chunk00000.npz"
+    shard.write_bytes(shard.read_bytes()[:100])
+    result, _, err = cli(*args)
+    assert result.exit_code == 2 and "Traceback" not in result.output and len(err.splitlines()) == 1
+    assert err.startswith(f"error: {shard}: unreadable shard (") and err.strip().endswith("delete it and run again")

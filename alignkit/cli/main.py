@@ -38,7 +38,8 @@ EXAMPLES = {
                "alignkit sample my.toml --checkpoint c2i_L_384.pt --guidance 3.0 --image-size 256",
                "alignkit sample --backbone var-d16 --checkpoint var_d16.pth --tokenizer var-vqvae "
                "--tokenizer-checkpoint vae_ch160v4096z32.pth --top-k 900 --top-p 0.96"),
-    "validate": ("alignkit validate recipes/var_d16_cca.toml", "alignkit validate my.toml optim.lr=1e-4 --no-check-paths"),
+    "validate": ("alignkit validate recipes/var_d16_cca.toml",
+                 "alignkit validate my.toml optim.lr=1e-4 --no-check-paths"),
     "recipes": ("alignkit recipes", "alignkit recipes var_d16_cca > my_var.toml"),
     "plugins": ("alignkit plugins", "alignkit --no-inline-plugins plugins --json"),
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,10 @@ class MetricsLog:
             return
         output_dir.mkdir(parents=True, exist_ok=True)
         if self.path.exists():
-            kept = [line for line in self.path.read_text(errors="replace").splitlines() if _step(line) <= resume_step]
+            lines = self.path.read_text(errors="replace").splitlines()
+            if torn := sum(_step(line) is None for line in lines):
+                print(f"note: {self.path}: dropped {torn} torn line(s) (a crash or a full disk)", file=sys.stderr)
+            kept = [line for line in lines if (step := _step(line)) is not None and step <= resume_step]
             atomic_write(self.path, lambda p: p.write_text("".join(f"{line}\n" for line in kept)))
         self.file = open(self.path, "a")
 
@@ -41,12 +45,12 @@ class MetricsLog:
             self.file.close()
 
 
-def _step(line: str) -> float:
-    """The step of a metrics line; infinite (dropped) for a torn or foreign one."""
+def _step(line: str) -> float | None:
+    """The step of a metrics line; ``None`` for a torn one (dropped)."""
     try:
-        return json.loads(line).get("step", 0)
-    except (ValueError, AttributeError):
-        return float("inf")
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 class ProgressDisplay:

@@ -129,8 +129,7 @@ class OutputSection(Section):
 
 
 class SampleSection(Section):
-    """``alignkit sample`` defaults (the model's official evaluation settings); the other keys are the
-    backbone's sampling options (``PolicyModel.sampling_options``), checked when the model is built."""
+    """``alignkit sample`` defaults; other keys are the backbone's ``sampling_options``, checked with the model."""
 
     model_config = ConfigDict(extra="allow", validate_assignment=True)
     guidance: float = Field(0.0, description="s of the CCA paper's Eq. 2 (0 = guidance-free)")

@@ -29,16 +29,7 @@ def extract_command(
     random_init: Annotated[bool, typer.Option("--random-init", help="allow a tokenizer without --checkpoint "
                                               "(random weights: meaningless codes, for tests)")] = False,
 ) -> None:
-    """Tokenize an image folder into the official pre-extracted code layout (resumable).
-
-    Examples:
-
-    \b
-      alignkit extract --tokenizer llamagen-vq-16 --checkpoint vq_ds16_c2i.pt \\
-          --images /data/imagenet/train --out codes384 --ten-crop --image-size 384
-      alignkit extract --tokenizer var-vqvae --checkpoint vae_ch160v4096z32.pth \\
-          --images /data/imagenet/train --out codes256 --ten-crop --image-size 256 --strict
-    """
+    """Tokenize an image folder into the official pre-extracted code layout (resumable)."""
     meta = extract_main(tokenizer, checkpoint, images, out, config=parse_pairs(set_, "--set"), ten_crop=ten_crop,
                         image_size=image_size, crop_range=crop_range, batch_size=batch_size, device=device,
                         strict=strict, random_init=random_init)

@@ -32,14 +32,7 @@ def eval_command(
     json_path: Annotated[Path | None, typer.Option("--json", help="also write the results to this JSON file")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="progress bars on stderr")] = True,
 ) -> None:
-    """Evaluate samples with the ADM evaluator's formulas (FID, sFID, IS, precision, recall).
-
-    Examples:
-
-    \b
-      alignkit eval --samples samples/cca/samples.npz --ref VIRTUAL_imagenet256_labeled.npz --json fid.json
-      alignkit eval -s digits.npz -r real_digits.npz --features classifier --weights clf.safetensors
-    """
+    """Evaluate samples with the ADM evaluator's formulas (FID, sFID, IS, precision, recall)."""
     if json_path is not None and json_path.is_dir():
         raise AlignkitError(f"--json: {json_path} is a folder; give a file name, e.g. {json_path / 'results.json'}")
     settings = parse_pairs(option, "--option")

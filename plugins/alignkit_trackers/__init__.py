@@ -70,7 +70,7 @@ def alignkit_before_train(run: Any) -> None:
             trackers.append(TRACKERS[name](run))
         except ImportError:
             run.console.print(f"[yellow]warning: output.report_to asks for {name}, but the {TRACKERS[name].package} "
-                              f"package is not installed (pip install 'alignkit[{name}]'): not logging to {name}[/]")
+                              f"package is not installed (pip install 'alignkit\\[{name}]'): not logging to {name}[/]")
     _open[id(run)] = trackers
 
 
