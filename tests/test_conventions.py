@@ -236,3 +236,15 @@ def test_var_accepts_the_official_constructor_keywords_and_reads_vqvae_sizes(tmp
     config = {k: v for k, v in TINY.items() if k not in ("V", "Cvae", "ch")}  # not restated: read from the VQVAE
     policy = alignkit.load_policy("var", checkpoint=VAR_TINY, config=config, tokenizer=VAE_TINY)
     assert (policy.vocab_size, policy.Cvae) == (32, 8)
+
+
+def test_tensorboard_tracker_continues_on_resume(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    path = make_run(tmp_path, steps=3, save_every=2, dropout=0.0)
+    train(load_recipe(path, ['output.report_to=["tensorboard"]', "optim.max_steps=2"]), show_progress=False)
+    train(load_recipe(path, ['output.report_to=["tensorboard"]']), resume=True, show_progress=False)
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("rewards/chosen")] == [1, 2, 3]

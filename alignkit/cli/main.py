@@ -64,6 +64,6 @@ def build_app() -> typer.Typer:
 app = build_app()
 
 
-@record  # a worker under torch.distributed.run leaves its error file
 def main() -> None:
-    app()
+    # a worker under torch.distributed.run leaves a traceback in its per-rank error file
+    (record(app) if "TORCHELASTIC_ERROR_FILE" in os.environ else app)()

@@ -42,7 +42,10 @@ class MetricsLog:
 
     def close(self) -> None:
         if self.enabled:
-            self.file.close()
+            try:
+                self.file.close()
+            except OSError:  # a full disk: the failed write was already reported
+                pass
 
 
 def _step(line: str) -> float | None:

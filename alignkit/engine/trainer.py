@@ -212,7 +212,8 @@ class Trainer:
             if (failure := write_failure(exc, self.output_dir)) is None:
                 raise
             latest = self.store.latest()
-            need = f" (a checkpoint takes {size_text(sum(f.stat().st_size for f in latest.rglob('*')))})" * bool(latest)
+            size = sum(f.stat().st_size for f in latest.rglob("*")) if latest else 0
+            need = f" (a checkpoint takes {size_text(size)})" if latest else ""
             raise TrainingError(f"{failure}{need}; training stopped at step {self.step}; {self._last_good()}. Free "
                                 "some space (or fix the folder), then continue with --resume") from None
         finally:
