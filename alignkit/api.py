@@ -34,7 +34,12 @@ def load_policy(name: str, checkpoint: str | os.PathLike | None = None, config: 
 
 
 def load_tokenizer(name: str, checkpoint: str | os.PathLike | None = None,
-                   config: dict[str, Any] | None = None) -> Tokenizer:
-    """A ``Tokenizer`` (``"llamagen-vq"``, ``"var-vqvae"`` …) with its official weights."""
+                   config: dict[str, Any] | None = None, random_init: bool = False) -> Tokenizer:
+    """A ``Tokenizer`` (``"llamagen-vq"``, ``"var-vqvae"`` …) with the weights in ``checkpoint``.
+    Without one it refuses (its codes would mean nothing) unless ``random_init`` (tests) or the
+    tokenizer has no trained weights (``TokenizerSpec.needs_checkpoint = False``)."""
     component, cfg = component_config("tokenizer", name, config)
+    if checkpoint is None and not random_init and component.spec.needs_checkpoint:
+        raise AlignkitError(f"tokenizer '{name}' needs its weights (checkpoint=PATH; --checkpoint on the command "
+                            "line): a randomly initialised tokenizer gives meaningless codes")
     return component.build(cfg, checkpoint=checkpoint)

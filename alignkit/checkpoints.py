@@ -19,6 +19,28 @@ from alignkit.errors import CheckpointError
 from alignkit.files import atomic_write
 
 _WRAPPER_KEYS = ("model", "module", "state_dict")
+_TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+_MAGIC = {".xz": (b"\xfd7zXZ\x00",), ".npz": (b"PK\x03\x04",), ".npy": (b"\x93NUMPY",),
+          **{s: (b"PK\x03\x04", b"\x80") for s in _TORCH_SUFFIXES}}
+_FORMATS = {".xz": "an xz file", ".npz": "an .npz file", ".npy": "a .npy file", ".safetensors": "a safetensors file"}
+
+
+def header_problem(path: Path, suffix: str | None = None) -> str | None:
+    """What the first bytes say is wrong with a file of this suffix (empty, a web page, another
+    format), or ``None``; reads 512 bytes."""
+    suffix = suffix or path.suffix
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if not head:
+        return "the file is empty"
+    if head.lstrip()[:1] == b"<":
+        return ("this is an HTML/XML page, not a checkpoint (a failed download? hub links need '?download=true' "
+                "or the 'resolve' URL)")
+    if suffix == ".safetensors":
+        ok = len(head) > 8 and head[8:9] == b"{"
+    else:
+        ok = suffix not in _MAGIC or head.startswith(_MAGIC[suffix])
+    return None if ok else f"not {_FORMATS.get(suffix, 'a torch checkpoint')} (its first bytes are {head[:8]!r})"
 
 
 def read_weights_file(path: str | os.PathLike) -> Any:
@@ -30,13 +52,9 @@ def read_weights_file(path: str | os.PathLike) -> Any:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
-    with open(path, "rb") as f:
-        head = f.read(512)
-    if not head:
-        raise CheckpointError(f"{path}: the file is empty")
-    if head.lstrip()[:1] == b"<":
-        raise CheckpointError(f"{path}: this is an HTML/XML page, not a checkpoint (a failed download? "
-                              "hub links need '?download=true' or the 'resolve' URL)")
+    problem = header_problem(path, path.suffix if path.suffix in (".safetensors", ".xz") else ".pt")
+    if problem:
+        raise CheckpointError(f"{path}: {problem}")
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file

@@ -3,14 +3,19 @@ beside its target and is renamed over it when complete."""
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from alignkit.errors import AlignkitError
 
 
 def _umask() -> int:
@@ -65,3 +70,33 @@ def write_npz(path: str | os.PathLike, **arrays: Any) -> None:
             np.savez(f, **arrays)
 
     atomic_write(path, write)
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    """Hex SHA-256 of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EISDIR}
+
+
+def size_text(n: float) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
+
+
+def write_failure(exc: BaseException, path: str | os.PathLike) -> AlignkitError | None:
+    """An output-side ``OSError`` (full disk, quota, permissions, a file where a folder should be) or
+    torch's writer error on a full disk, as one ``AlignkitError`` naming the path; else ``None``."""
+    path = Path(getattr(exc, "filename", None) or path)
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if isinstance(exc, OSError) and exc.errno in (errno.EEXIST, errno.ENOTDIR):
+        return AlignkitError(f"{path}: cannot write: {existing} is a file, not a folder")
+    if isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS:
+        reason = exc.strerror
+    elif isinstance(exc, RuntimeError) and any(s in str(exc) for s in ("unexpected pos", "file write failed")):
+        reason = f"the write failed ({str(exc).splitlines()[0].split('] ')[-1].strip(' .')}: a full disk?)"
+    else:
+        return None
+    return AlignkitError(f"{path}: cannot write: {reason}; {size_text(shutil.disk_usage(existing).free)} free there")

@@ -1,21 +1,14 @@
 """Every hook an alignkit plugin can implement.
 
-A plugin is a module (or object) with functions decorated by ``alignkit.hookimpl`` whose names are
-the hook names below. It is found through the ``alignkit`` entry-point group::
+A plugin is a module (or object) with functions decorated by ``alignkit.hookimpl`` named as the hooks
+below, found through the ``alignkit`` entry-point group (``[project.entry-points.alignkit] my_plugin =
+"my_package.plugin"``) or, for one project, in an ``alignkit_plugins.py`` file beside the recipe. A hook
+may accept fewer arguments than its specification lists; calls pass arguments by keyword.
 
-    [project.entry-points.alignkit]
-    my_plugin = "my_package.plugin"
-
-or, for one project, through an ``alignkit_plugins.py`` file beside the recipe. A hook may accept
-fewer arguments than its specification lists; calls pass arguments by keyword.
-
-Registration hooks return an iterable of spec objects; a component name may be registered by one
-plugin only. Each spec type states, in its docstring and its fields, the one factory signature the
-engine calls and the capabilities it reads (``alignkit.interfaces``: ``ObjectiveSpec``,
-``PairSamplerSpec``, ``BackboneSpec``, ``TokenizerSpec``, ``DatasetSpec``, ``FeatureExtractorSpec``,
-``BackendSpec``). A factory that raises, or returns something other than the kind's interface, is
-reported as one line naming the component and its plugin. ``firstresult`` hooks stop at the first
-plugin that returns something other than ``None``.
+Registration hooks return spec objects (``alignkit.interfaces``), each stating the one factory signature
+the engine calls and the capabilities it reads; a component name belongs to one plugin. A factory that
+raises, or returns something other than the kind's interface, is one line naming the component and its
+plugin. ``firstresult`` hooks stop at the first plugin that returns something other than ``None``.
 """
 
 from __future__ import annotations
@@ -114,6 +107,11 @@ def alignkit_before_train(run: Any) -> None:
 @hookspec
 def alignkit_after_step(run: Any, step: int, metrics: dict[str, float]) -> None:
     """Called after every optimiser step with that step's metrics (already reduced across ranks)."""
+
+
+@hookspec
+def alignkit_after_train(run: Any) -> None:
+    """Called on every process when training has ended normally, after the export."""
 
 
 @hookspec

@@ -2,9 +2,10 @@
 
 Loading order: the built-in plugins (entry points of the ``alignkit`` group that the alignkit
 distribution itself declares), then every other installed entry point of that group (sorted by
-name), then an optional ``alignkit_plugins.py`` beside the recipe. ``ALIGNKIT_DISABLE_PLUGINS=a,b``
-blocks plugins by name. A plugin that fails to import, or that implements a hook that does not
-exist, is recorded in ``failures`` and skipped; everything else keeps working.
+name), then an optional ``alignkit_plugins.py`` beside the recipe: code that is run.
+``ALIGNKIT_DISABLE_PLUGINS=a,b`` blocks plugins by name (``inline``: every ``alignkit_plugins.py``).
+A plugin that fails to import, or that implements a hook that does not exist, is recorded in
+``failures`` (an inline one is also reported on stderr) and skipped; everything else keeps working.
 """
 
 from __future__ import annotations
@@ -85,7 +86,13 @@ class Plugins:
         disabled = {n.strip() for n in os.environ.get(DISABLE_ENV, "").split(",") if n.strip()}
         for name in disabled:
             self.pm.set_blocked(name)
-        for ep in _entry_points():
+        entry_points = _entry_points()
+        unknown = {n for n in disabled - {ep.name for ep in entry_points} if n != "inline" and ":" not in n}
+        if unknown and inline_dir is None and int(os.environ.get("RANK", "0")) == 0:  # once per process
+            print(f"warning: {DISABLE_ENV} names no installed plugin: {', '.join(sorted(unknown))} (installed: "
+                  f"{', '.join(ep.name for ep in entry_points)}; 'inline' for alignkit_plugins.py files)",
+                  file=sys.stderr)
+        for ep in entry_points:
             if ep.name in disabled:
                 continue
             dist = ep.dist.name if ep.dist is not None else ""
@@ -98,8 +105,9 @@ class Plugins:
                 self.builtin.append(ep.name)
             if ep.dist is not None:
                 self.versions[ep.name] = f"{ep.dist.name} {ep.dist.version}"
-        if inline_dir is not None:
-            self._load_inline(Path(inline_dir) / INLINE_PLUGIN_FILE)
+        path = Path(inline_dir or ".") / INLINE_PLUGIN_FILE
+        if inline_dir is not None and not {"inline", f"inline:{path}"} & disabled:
+            self._load_inline(path)
 
     # ------------------------------------------------------------------ loading
 
@@ -130,6 +138,8 @@ class Plugins:
             spec.loader.exec_module(module)
         except Exception as exc:
             self.failures[name] = f"import failed: {type(exc).__name__}: {exc}"
+            if int(os.environ.get("RANK", "0")) == 0:
+                print(f"warning: plugin {path} was skipped: {self.failures[name]}", file=sys.stderr)
             return
         self._register(module, name)
 

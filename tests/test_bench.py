@@ -54,7 +54,7 @@ def test_quick_bench_reports_the_paper_rows(quick, tmp_path):
     base_cfg = next(r for r in results["rows"] if r["name"] == "base+cfg")
     assert base_cfg["fid"] == min(p["fid"] for p in results["sweeps"]["cfg"] if p["guidance"] > 0)
     plot = Image.open(out / "fid_vs_is.png")
-    assert plot.size == (640, 480)
+    assert plot.size == (640, 480) and (out / "fid_vs_is.svg").read_text().startswith(("<svg", "<?xml"))
     for name in ("base", "base_plus_cfg", "cca"):
         assert (out / "grids" / f"{name}.png").is_file()
     assert "alignkit bench: llamagen" in output
@@ -131,3 +131,20 @@ def test_bench_runs_can_be_sampled_on_their_own(quick, tmp_path):
                                  "--out", str(tmp_path / "s"), "--no-progress"])
     assert result.exit_code == 0, result.output
     assert np.load(tmp_path / "s" / "samples.npz")["arr_0"].shape == (3, 28, 28, 3)
+
+
+@pytest.mark.parametrize("matplotlib", [False, True])
+def test_the_figure_is_drawn_with_matplotlib_when_installed_else_pil(tmp_path, monkeypatch, matplotlib):
+    from alignkit_bench.report import plot_sweeps
+
+    if matplotlib:
+        pytest.importorskip("matplotlib")
+    else:
+        monkeypatch.setitem(__import__("sys").modules, "matplotlib.figure", None)  # as if not installed
+    sweeps = {"cfg": [{"guidance": 0.0, "fid": 30.0, "is": 3.1}, {"guidance": 3.0, "fid": 12.0, "is": 5.0}],
+              "cca_lambda": [{"lambda": 0.3, "fid": 22.0, "is": 3.8}, {"lambda": 3.0, "fid": 18.0, "is": 4.4}]}
+    plot_sweeps(sweeps, tmp_path / "fid_vs_is.png", "llamagen")
+    assert Image.open(tmp_path / "fid_vs_is.png").size == (640, 480)
+    svg = (tmp_path / "fid_vs_is.svg").read_text()
+    assert "FID vs IS (llamagen, classifier features)" in svg or "FID vs IS" in svg.replace("&#160;", " ")
+    assert svg.count("<svg") == 1 and ("<polyline" in svg or "<path" in svg)

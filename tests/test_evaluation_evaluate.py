@@ -203,3 +203,17 @@ def test_plugins_lists_the_extractors():
     names = {(c["kind"], c["name"], c["plugin"]) for c in json.loads(result.stdout)}
     assert ("feature_extractor", "inception", "metrics") in names
     assert ("feature_extractor", "classifier", "metrics") in names
+
+
+def test_eval_json_output_errors_lose_no_results(classifier_files, tmp_path):
+    f = classifier_files
+    args = ["-s", f / "samples.npz", "-r", f / "ref.npz", "-f", "classifier", "-w", f / "clf.safetensors"]
+    result, out, err = run(*args, "--json", tmp_path)  # a folder: refused before anything is computed
+    assert result.exit_code == 2 and "FID" not in out
+    assert err == f"error: --json: {tmp_path} is a folder; give a file name, e.g. {tmp_path / 'results.json'}\n"
+    (tmp_path / "file").write_text("")
+    result, out, err = run(*args, "--json", tmp_path / "file" / "results.json")  # cannot be written
+    assert result.exit_code == 2 and "FID" in out and "Precision" in out  # the table came first
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in result.output
+    assert f"cannot write: {tmp_path / 'file'} is a file, not a folder (the results are printed above)" in errors[0]

@@ -119,3 +119,28 @@ def test_extract_errors(tmp_path, images):
     assert result.exit_code == 2 and "expected one subfolder of images per class" in result.stderr
     result = extract(images, tmp_path / "out", checkpoint=tmp_path / "missing.pt")
     assert result.exit_code == 2 and "missing.pt: file not found" in result.stderr
+
+
+def test_unreadable_images_are_skipped_and_listed_or_stop_with_strict(images, tmp_path):
+    broken = images / "cat" / "1.png"
+    broken.write_bytes(broken.read_bytes()[:60])  # truncated
+    strict = extract(images, tmp_path / "strict", "--strict")
+    assert strict.exit_code == 2 and "Traceback" not in strict.output
+    assert strict.stderr.startswith(f"error: --images: {broken} is unreadable (") and len(strict.stderr.splitlines()) == 1
+    out = tmp_path / "codes"
+    result = extract(images, out)
+    assert result.exit_code == 0, result.output
+    assert f"warning: skipped 1 unreadable images (all listed in {out / 'meta.json'}): cat/1.png" in result.stderr
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["skipped"] == ["cat/1.png"] and meta["num_codes"] == 5 and meta["num_images"] == 6
+    dataset = CodeFolder(CodeFolderConfig(codes=[out / "codes"], labels=out / "labels"))  # numbered without gaps
+    assert len(dataset) == 5 and [dataset.get(k, 0)[1] for k in range(5)] == [0, 0, 1, 1, 1]
+    again = extract(images, out)  # a rerun keeps the numbering
+    assert again.exit_code == 0 and json.loads((out / "meta.json").read_text())["skipped"] == ["cat/1.png"]
+
+
+def test_extract_refuses_a_tokenizer_without_weights(images, tmp_path):
+    args = ["extract", "--tokenizer", "llamagen-vq", "--images", str(images), "--out", str(tmp_path / "out")]
+    result = runner.invoke(app, args + [a for item in vq_settings() for a in ("--set", item)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "tokenizer 'llamagen-vq' needs its weights (checkpoint=PATH; --checkpoint on the command line)" in result.stderr

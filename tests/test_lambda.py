@@ -146,11 +146,11 @@ def test_inference_time_lambda_moves_samples_monotonically(tmp_path):
     tokens = np.where(typical, 16 * labels[:, None] + rng.integers(0, 8, (1024, 16)), rng.integers(0, 64, (1024, 16)))
     np.savez(tmp_path / "codes.npz", tokens=tokens, labels=labels)
     (tmp_path / "base.toml").write_text(RECIPE.format(model="", objective='name = "mle"', lr=3e-3, steps=200,
-                                                      out="base"))
+                                                      out=tmp_path / "base"))
     train(load_recipe(tmp_path / "base.toml"), show_progress=False)
     (tmp_path / "cca.toml").write_text(RECIPE.format(
         model=f'lambda_conditioning = true\ncheckpoint = "{tmp_path / "base" / "final" / "model.safetensors"}"',
-        objective='name = "cca"\nbeta = 0.2\nlambda_range = [0.03, 30.0]', lr=2e-3, steps=300, out="cca"))
+        objective='name = "cca"\nbeta = 0.2\nlambda_range = [0.03, 30.0]', lr=2e-3, steps=300, out=tmp_path / "cca"))
     train(load_recipe(tmp_path / "cca.toml"), show_progress=False)
     policy = alignkit.load_policy("llamagen", checkpoint=tmp_path / "cca" / "final" / "model.safetensors",
                                   config={**GPT_TINY, "dim": 48, "num_classes": 4, "lambda_conditioning": True})
@@ -168,11 +168,11 @@ def test_inference_time_lambda_moves_samples_monotonically(tmp_path):
 def test_lambda_range_needs_a_lambda_conditioned_model(tmp_path):
     np.savez(tmp_path / "codes.npz", tokens=np.zeros((64, 16), dtype=np.int64), labels=np.zeros(64, dtype=np.int64))
     (tmp_path / "r.toml").write_text(RECIPE.format(model="", objective='name = "cca"\nlambda_range = [1.0, 100.0]',
-                                                   lr=1e-3, steps=1, out="run"))
+                                                   lr=1e-3, steps=1, out=tmp_path / "run"))
     with pytest.raises(AlignkitError, match="conditions the policy on a per-row λ .*model.lambda_conditioning = true"):
         train(load_recipe(tmp_path / "r.toml"), show_progress=False)
     bad = tmp_path / "bad.toml"
     bad.write_text(RECIPE.format(model="", objective='name = "cca"\nlambda_range = [100.0, 1.0]', lr=1e-3, steps=1,
-                                 out="run"))
+                                 out=tmp_path / "run"))
     with pytest.raises(alignkit.RecipeError, match="lambda_range must be"):
         load_recipe(bad)

@@ -67,8 +67,8 @@ def test_codebook_usage_buffer_is_accepted_and_saved_back(vq, tmp_path):
 def test_real_vq16_state_dict_matches_the_official_manifest():
     manifest = json.loads((HERE / "real_state_dict_manifest.json").read_text())["VQ-16"]
     with torch.device("meta"):
-        vq16 = alignkit.load_tokenizer("llamagen-vq-16")
-        vq8 = alignkit.load_tokenizer("llamagen-vq-8")
+        vq16 = alignkit.load_tokenizer("llamagen-vq-16", random_init=True)
+        vq8 = alignkit.load_tokenizer("llamagen-vq-8", random_init=True)
     assert [(k, list(v.shape)) for k, v in vq16.state_dict().items()] == list(manifest.items())
     assert sum(p.numel() for p in vq16.parameters()) == 71_883_403
     assert sum(p.numel() for p in vq8.parameters()) == 70_109_835

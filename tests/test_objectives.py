@@ -104,8 +104,9 @@ def test_nca_formula_and_metrics():
 
     expected = -(log_sigmoid(beta * r_pos) + 0.5 * log_sigmoid(-beta * r_pos) + 0.5 * log_sigmoid(-beta * r_neg)).mean()
     assert abs(out.loss.item() - expected.item()) < 1e-6
-    assert set(out.metrics) == {"loss", "rewards/pos", "rewards/neg", "rewards/margins", "rewards/accuracies",
-                                "logps/pos", "logps/neg"}
+    assert set(out.metrics) == {"loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies",
+                                "logps/chosen", "logps/rejected",
+                                "rewards/pos", "rewards/neg", "logps/pos", "logps/neg"}  # TRL's, then the former
     assert out.metrics["rewards/pos"].item() == pytest.approx(beta * r_pos.mean().item(), rel=1e-6)
 
 

@@ -31,7 +31,7 @@ def test_minimal_recipe_validates_with_defaults(recipe_dir):
     assert recipe.sampler.name == "roll" and recipe.uncond_ratio == 0.0
     assert recipe.reference.train_mode is True
     assert recipe.optim.betas == (0.9, 0.95)
-    assert recipe.output_dir == recipe_dir / "runs" / "r"
+    assert recipe.output_dir == Path.cwd() / "runs" / "r"  # output folders: from the working directory
 
 
 def test_cca_cfg_defaults_to_ten_percent_null_rows(recipe_dir):
@@ -47,12 +47,12 @@ def test_overrides_reach_plugin_and_core_keys(recipe_dir):
     assert recipe.optim.lr == 2e-5 and recipe.optim.betas == (0.9, 0.99)
     assert recipe.sampler.name == "derangement"
     assert recipe.model.config.width == 16
-    assert recipe.output_dir == recipe_dir / "out" / "r"
+    assert recipe.output_dir == Path.cwd() / "out" / "r"
 
 
 def test_env_vars_and_relative_paths(recipe_dir, monkeypatch):
     (recipe_dir / "weights").mkdir()
-    (recipe_dir / "weights" / "base.pt").write_bytes(b"x")
+    (recipe_dir / "weights" / "base.pt").write_bytes(b"PK\x03\x04 a torch zip header")
     monkeypatch.setenv("CKPT_DIR", "weights")
     text = MINIMAL_RECIPE.replace('backbone = "toy-S"', 'backbone = "toy-S"\ncheckpoint = "${CKPT_DIR}/base.pt"')
     recipe = load_recipe(write(recipe_dir, text))
@@ -83,7 +83,7 @@ MISTAKES = {
         "r.toml: sampler.uncond_ratio: input should be less than 1, got 1.5"),
     "unknown objective": (
         MINIMAL_RECIPE.replace('name = "cca"', 'name = "cca2"'), [],
-        "r.toml: objective.name: unknown objective 'cca2' (did you mean 'cca'?); available: cca, cca_cfg, dpo"),
+        "r.toml: objective.name: unknown objective 'cca2' (did you mean 'cca'?); available: cca, cca_cfg, ddo, dpo, gft"),
     "unknown backbone preset": (
         MINIMAL_RECIPE.replace('"toy-S"', '"toy-XL"'), [],
         "r.toml: model.backbone: backbone 'toy' has no preset 'XL'; presets: S"),
@@ -156,7 +156,7 @@ def test_paths_need_not_exist_without_path_checks(recipe_dir):
 
 
 def test_resolved_toml_round_trips(recipe_dir, monkeypatch):
-    (recipe_dir / "w.pt").write_bytes(b"x")
+    (recipe_dir / "w.pt").write_bytes(b"PK\x03\x04 a torch zip header")
     text = MINIMAL_RECIPE.replace('backbone = "toy-S"', 'backbone = "toy-S"\ncheckpoint = "w.pt"')
     recipe = load_recipe(write(recipe_dir, text), ["optim.lr=3e-5", "objective.same_label=negative"])
     elsewhere = recipe_dir / "elsewhere"
@@ -167,4 +167,4 @@ def test_resolved_toml_round_trips(recipe_dir, monkeypatch):
     assert again.model.checkpoint == recipe_dir / "w.pt"  # absolute: found from any folder
     assert again.optim == recipe.optim and again.objective.config == recipe.objective.config
     assert again.model.config.model_dump() == recipe.model.config.model_dump() and again.sampler == recipe.sampler
-    assert again.output_dir == recipe_dir / "runs" / "r"
+    assert again.output_dir == recipe.output_dir

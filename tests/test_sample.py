@@ -18,9 +18,9 @@ import alignkit
 from alignkit import AlignkitError, hookimpl
 from alignkit.cli.main import app
 from alignkit_metrics.batches import read_samples
-from alignkit.sample.balanced import format_classes, plan_shards, sample_class_balanced
+from alignkit_sampling.balanced import format_classes, plan_shards, sample_class_balanced
 from alignkit.sample.tokens import seeded_generator
-from alignkit.sample.images import GRID_COLUMNS, GRID_PADDING, grid_classes, to_uint8_nhwc
+from alignkit_sampling.images import GRID_COLUMNS, GRID_PADDING, grid_classes, to_uint8_nhwc
 
 from conftest import FIXTURES
 
@@ -186,7 +186,7 @@ def test_var_samples_decode_the_smooth_latent_and_refuse_llamagen_options(tmp_pa
     generator = seeded_generator(0, 3, 0)
     _, f_hat = var.generate(torch.tensor([3, 3]), guidance=1.5, top_k=8, more_smooth=True, generator=generator,
                             return_fhat=True)
-    assert np.array_equal(batch.images, to_uint8_nhwc(vae.decode_fhat(f_hat)))
+    assert np.array_equal(batch.images, to_uint8_nhwc(vae.decode_fhat(f_hat), conversion="truncate"))
     with pytest.raises(AlignkitError, match="VAR backbone does not take the sampling option 'cfg_interval'"):
         sample(var, vae, tmp_path / "llamagen-option", classes=[3], num_per_class=1, extra_options={"cfg_interval": 2})
 
@@ -348,3 +348,14 @@ def test_lambda_reaches_a_lambda_conditioned_model(files, tmp_path):
     assert same(read_samples(tmp_path / "plain" / "samples.npz"), read_samples(tmp_path / "lambda" / "samples.npz"))
     info = json.loads((tmp_path / "lambda" / "sampling.json").read_text())
     assert info["options"] == {"lambda_": 30.0}
+
+
+def test_a_truncated_shard_on_a_rerun_is_one_line(files, tmp_path):
+    args = ["sample", files / "tiny.toml", "--num-per-class", 1, "--classes", "0-1", "--batch-size", 1,
+            "--device", "cpu", "--no-progress", "--out", tmp_path / "out"]
+    assert cli(*args)[0].exit_code == 0
+    shard = tmp_path / "out" / "shards" / "class000001_chunk00000.npz"
+    shard.write_bytes(shard.read_bytes()[:100])
+    result, _, err = cli(*args)
+    assert result.exit_code == 2 and "Traceback" not in result.output and len(err.splitlines()) == 1
+    assert err.startswith(f"error: {shard}: unreadable shard (") and err.strip().endswith("delete it and run again")

@@ -34,3 +34,8 @@ def user_errors(fn: F) -> F:
             raise typer.Exit(exc.exit_code) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def examples(*lines: str) -> str:
+    """An ``Examples:`` epilog for a command's ``--help`` (lines kept as written)."""
+    return "Examples:\n\n\b\n" + "\n".join(f"  {line}" for line in lines)

@@ -7,13 +7,17 @@ import tomllib
 from pathlib import Path
 from typing import Annotated
 
+import torch
 import typer
 from rich.table import Table
 
 from alignkit.cli.common import console
+from alignkit.sample.options import recipe_sampling
+from alignkit.engine.build import build_dataset, build_objective
+from alignkit.engine.trainer import check_data_fits
 from alignkit.errors import AlignkitError, did_you_mean
 from alignkit.plugins import get_plugins
-from alignkit.recipe import load_recipe
+from alignkit.recipe import Recipe, load_recipe
 
 
 def plugins_command(
@@ -74,12 +78,16 @@ def validate_command(
     check_paths: Annotated[bool, typer.Option("--check-paths/--no-check-paths",
                                               help="require input files (checkpoints, data) to exist")] = True,
 ) -> None:
-    """Check a recipe: keys, types, plugin names, files. Exit status 2 on the first problem."""
+    """Check a recipe: keys, types, plugin names, files and, as train does before step 1, the data, objective
+    and [sample] against the model (built without weights). Exit status 2 on the first problem."""
     r = load_recipe(recipe, overrides or [], check_paths=check_paths)
+    if check_paths and (r.data is not None or r.sample.model_extra):
+        check_fit(r)
     table = Table(title=f"{recipe} is valid", title_justify="left", show_header=False)
     table.add_column("section", style="bold")
     table.add_column("settings", overflow="fold")
-    for section in ("model", "tokenizer", "data", "objective", "sampler", "reference", "optim", "distributed", "output"):
+    for section in ("model", "tokenizer", "data", "objective", "sampler", "reference", "optim", "distributed", "output",
+                    "sample"):
         value = getattr(r, section)
         if value is None:
             continue
@@ -88,3 +96,13 @@ def validate_command(
             settings["uncond_ratio"] = r.uncond_ratio
         table.add_row(section, ", ".join(f"{k}={v}" for k, v in settings.items()))
     console.print(table)
+
+
+def check_fit(recipe: Recipe) -> None:
+    """The backbone on the meta device (no weights read), checked with the objective, data and ``[sample]``."""
+    with torch.device("meta"):
+        policy = recipe.model.build(checkpoint=None, tokenizer=None)
+    recipe_sampling(recipe, policy)
+    build_objective(recipe, policy)
+    if recipe.data is not None:
+        check_data_fits(recipe, policy, build_dataset(recipe))

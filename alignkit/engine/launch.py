@@ -1,49 +1,30 @@
-"""Start the worker processes of a multi-process run on this machine (what torchrun does, minus
-its tracebacks): one child per rank with the usual environment, all stopped when one fails."""
+"""Start the worker processes of a multi-process run with ``torch.distributed.run`` (torchrun),
+called from code: rendezvous, multi-node runs and per-rank error files come with it."""
 
 from __future__ import annotations
 
+import logging
 import os
-import signal
-import socket
-import subprocess
 import sys
-import time
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def launch_workers(args: list[str], nproc_per_node: int, nnodes: int = 1, rdzv_endpoint: str | None = None) -> int:
+    """Run ``python -m alignkit.cli ARGS`` as ``nproc_per_node`` ranks on this node (of ``nnodes``,
+    which meet at ``rdzv_endpoint``); return the first failing worker's exit code (0 if none)."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
 
-
-def launch_workers(args: list[str], num_processes: int) -> int:
-    """Run ``python -m alignkit.cli ARGS`` as ``num_processes`` ranks; return the first failing exit code."""
-    port = free_port()
-    threads = max(1, (os.cpu_count() or 1) // num_processes)
-    children = []
-    for rank in range(num_processes):
-        env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
-               "LOCAL_RANK": str(rank), "WORLD_SIZE": str(num_processes), "LOCAL_WORLD_SIZE": str(num_processes)}
-        env.setdefault("OMP_NUM_THREADS", str(threads))
-        children.append(subprocess.Popen([sys.executable, "-m", "alignkit.cli", *args], env=env))
-    code = 0
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc_per_node)))
+    rendezvous = ["--standalone"] if nnodes == 1 else ["--rdzv-backend=c10d", f"--rdzv-endpoint={rdzv_endpoint}",
+                                                       "--rdzv-id=alignkit"]
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # the workers say what failed
     try:
-        while children:
-            for child in list(children):
-                status = child.poll()
-                if status is None:
-                    continue
-                children.remove(child)
-                if status != 0 and code == 0:
-                    code = status
-                    for other in children:  # the others would wait forever in a collective
-                        other.send_signal(signal.SIGTERM)
-            time.sleep(0.2)
-    except KeyboardInterrupt:
-        for child in children:
-            child.send_signal(signal.SIGINT)
-        for child in children:
-            child.wait()
-        raise
-    return code
+        run(get_args_parser().parse_args([f"--nnodes={nnodes}", f"--nproc-per-node={nproc_per_node}", *rendezvous,
+                                          "--module", "alignkit.cli", *args]))
+    except ChildFailedError as exc:
+        rank, failure = exc.get_first_failure()
+        if failure.exitcode != 2:  # 2: an AlignkitError, already one line from rank 0
+            where = f"; its error file: {failure.error_file}" if os.path.isfile(failure.error_file) else ""
+            print(f"error: worker rank {rank} failed with exit code {failure.exitcode}{where}", file=sys.stderr)
+        return failure.exitcode if failure.exitcode > 0 else 128 - failure.exitcode
+    return 0

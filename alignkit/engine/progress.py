@@ -1,8 +1,9 @@
-"""What a run shows and records: a rich progress bar and metrics as JSON lines (and TensorBoard)."""
+"""What a run shows and records: a rich progress bar and metrics as JSON lines (trackers are plugins)."""
 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,42 +18,42 @@ class MetricsLog:
     """``metrics.jsonl`` in the run folder, one object per logged step (``step`` first).
 
     On resume, lines past the resumed step (logged after the last checkpoint) are dropped so the
-    file describes one consistent run.
+    file describes one consistent run, and so is a line torn by a crash or a full disk.
     """
 
     def __init__(self, output_dir: Path, enabled: bool = True, resume_step: int = 0):
         self.enabled = enabled
         self.path = output_dir / "metrics.jsonl"
-        self.tensorboard = None
         if not enabled:
             return
         output_dir.mkdir(parents=True, exist_ok=True)
         if self.path.exists():
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+            lines = self.path.read_text(errors="replace").splitlines()
+            if torn := sum(_step(line) is None for line in lines):
+                print(f"note: {self.path}: dropped {torn} torn line(s) (a crash or a full disk)", file=sys.stderr)
+            kept = [line for line in lines if (step := _step(line)) is not None and step <= resume_step]
             atomic_write(self.path, lambda p: p.write_text("".join(f"{line}\n" for line in kept)))
         self.file = open(self.path, "a")
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tensorboard = SummaryWriter(str(output_dir / "tensorboard"), purge_step=resume_step + 1)
-        except ImportError:  # TensorBoard is optional
-            pass
 
     def write(self, step: int, metrics: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        self.file.write(json.dumps({"step": step, **metrics, "time": time.time()}) + "\n")
-        self.file.flush()
-        if self.tensorboard is not None:
-            for key, value in metrics.items():
-                self.tensorboard.add_scalar(key, value, step)
+        if self.enabled:
+            self.file.write(json.dumps({"step": step, **metrics, "time": time.time()}) + "\n")
+            self.file.flush()
 
     def close(self) -> None:
         if self.enabled:
-            self.file.close()
-            if self.tensorboard is not None:
-                self.tensorboard.close()
+            try:
+                self.file.close()
+            except OSError:  # a full disk: the failed write was already reported
+                pass
+
+
+def _step(line: str) -> float | None:
+    """The step of a metrics line; ``None`` for a torn one (dropped)."""
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 class ProgressDisplay:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 import os
+import statistics
 import time
 import warnings
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,13 +20,13 @@ from torch.utils.data import DataLoader
 from alignkit.checkpoints import load_strict, read_weights_file, save_safetensors, save_torch
 from alignkit.engine.build import (build_backend, build_dataset, build_objective, build_policy, build_reference,
                                    build_sampler, build_tokenizer, plugins_for)
-from alignkit.engine.checkpointing import CheckpointStore
+from alignkit.engine.checkpointing import CheckpointStore, lock_run
 from alignkit.engine.data_order import BatchPlan, PlanSampler
 from alignkit.engine.progress import MetricsLog, ProgressDisplay
 from alignkit.engine.step import StepRunner
 from alignkit.errors import AlignkitError
-from alignkit.files import write_json, write_text
-from alignkit.interfaces import NonFiniteError, collate
+from alignkit.files import size_text, write_failure, write_json, write_text
+from alignkit.interfaces import NonFiniteError, PolicyModel, TokenDataset, collate
 from alignkit.recipe import Recipe
 
 IDENTITY_CHECK_STEPS = 10
@@ -71,13 +73,6 @@ class Trainer:
         self.policy = build_policy(recipe, tokenizer=tokenizer)
         self.reference = build_reference(self.policy, recipe)
         self.dataset = build_dataset(recipe, tokenizer=tokenizer)
-        if self.dataset.seq_len != self.policy.seq_len:
-            raise AlignkitError(f"{recipe.path}: data: {self.dataset.describe()} holds sequences of "
-                                f"{self.dataset.seq_len} tokens, but model '{recipe.model.backbone}' expects "
-                                f"{self.policy.seq_len}")
-        labels_N = self.dataset.all_labels()
-        if labels_N is not None and labels_N.numel():  # report a bad label before training starts
-            self._check_batch(torch.zeros(len(labels_N), self.policy.seq_len, dtype=torch.int64), labels_N, where="")
         micro = recipe.optim.micro_batch_size or recipe.optim.batch_size // backend.world_size
         self.plan = BatchPlan(len(self.dataset), self.dataset.num_augmentations, recipe.optim.batch_size, micro,
                               backend.world_size, backend.rank, recipe.optim.seed)
@@ -101,6 +96,7 @@ class Trainer:
             if self.resume and self.is_main:
                 self.console.print(f"[yellow]no checkpoint in {self.store.root}; starting from step 0[/]")
             return
+        latest = self._intact(latest)
         state = read_weights_file(latest / "trainer.pt")
         expected = self._plan_signature()
         if state["plan"] != expected:
@@ -123,6 +119,23 @@ class Trainer:
         if self.is_main:
             self.console.print(f"resuming from {latest} (step {self.step} of {self.total_steps})")
 
+    def _intact(self, latest: Path) -> Path:
+        """The newest checkpoint that matches its checksums (the main process decides); damaged ones are
+        moved aside, and said so."""
+        step = -1
+        older = [c for c in self.store.completed() if c.name < latest.name][::-1]
+        for folder in [latest, *older] if self.is_main else []:
+            if (problem := self.store.damage(folder)) is None:
+                step = self.store.step_of(folder)
+                break
+            folder.rename(aside := folder.with_name(f"{folder.name}.damaged-{int(time.time())}"))
+            self.console.print(f"[yellow]warning: checkpoint {folder} is damaged ({problem}); moved to {aside.name}, "
+                               "falling back to the previous one[/]")
+        step = int(self.backend.all_reduce_max(torch.tensor([step], dtype=torch.float64)).item())
+        if step < 0:
+            raise AlignkitError(f"cannot resume: no intact checkpoint is left in {self.store.root}")
+        return self.store.root / self.store.name(step)
+
     def _plan_signature(self) -> dict[str, int]:
         return {"num_items": self.plan.num_items, "batch_size": self.plan.batch_size, "seed": self.plan.seed}
 
@@ -140,6 +153,7 @@ class Trainer:
 
     def run(self) -> RunResult:
         self._build()
+        check_data_fits(self.recipe, self.policy, self.dataset)
         self._maybe_resume()
         metrics_log = MetricsLog(self.output_dir, enabled=self.is_main, resume_step=self.step)
         if self.is_main:
@@ -149,7 +163,7 @@ class Trainer:
         progress = ProgressDisplay(self.console, self.total_steps, self.step, enabled=self.is_main,
                                    live=self.show_progress)
         last: dict[str, float] = {}
-        saved_at = self.step
+        saved_at, recent = self.step, deque(maxlen=100)
         try:
             with progress:
                 batches = iter(loader)
@@ -162,21 +176,29 @@ class Trainer:
                     progress.update(self.step, last)
                     if self.step % self.recipe.output.log_every == 0 or self.step == self.total_steps:
                         metrics_log.write(self.step, last)
+                    self._check_divergence(recent, last["loss"])
                     if self.step == min(IDENTITY_CHECK_STEPS, self.total_steps):
                         self._check_policy_moved(last)
                     if self.step % self.recipe.output.save_every == 0 or self.step == self.total_steps:
                         self.save_checkpoint()
                         saved_at = self.step
+            self.export()
         except KeyboardInterrupt:
             self._interrupted(saved_at)
             raise
         except BaseException as exc:
             self.hooks.alignkit_on_train_error(run=self, error=exc)
-            raise
+            if (failure := write_failure(exc, self.output_dir)) is None:
+                raise
+            latest = self.store.latest()
+            size = sum(f.stat().st_size for f in latest.rglob("*")) if latest else 0
+            need = f" (a checkpoint takes {size_text(size)})" if latest else ""
+            raise TrainingError(f"{failure}{need}; training stopped at step {self.step}; {self._last_good()}. Free "
+                                "some space (or fix the folder), then continue with --resume") from None
         finally:
             metrics_log.close()
-        self.export()
         self.backend.barrier()
+        self.hooks.alignkit_after_train(run=self)
         return RunResult(self.output_dir, self.step, last)
 
     def _train_step(self, batches) -> dict[str, float]:
@@ -210,11 +232,23 @@ class Trainer:
                             "time/generation_share": generation / elapsed})
         return metrics
 
-    def _non_finite_message(self, detail: str) -> str:
+    def _last_good(self) -> str:
         latest = self.store.latest()
-        kept = f"the last good checkpoint is {latest}" if latest else "no checkpoint had been written yet"
+        return f"the last good checkpoint is {latest}" if latest else "no checkpoint had been written yet"
+
+    def _non_finite_message(self, detail: str) -> str:
         return (f"non-finite loss at step {self.step + 1}: {detail}; the step was not applied and training "
-                f"stopped; {kept}. Lower optim.lr, check the data, or use precision = 'fp32'")
+                f"stopped; {self._last_good()}. Lower optim.lr, check the data, or use precision = 'fp32'")
+
+    def _check_divergence(self, recent: deque[float], loss: float) -> None:
+        """``optim.divergence_factor``: stop, before saving, when the loss leaves its running median."""
+        factor = self.recipe.optim.divergence_factor
+        median = statistics.median(recent) if recent else 0.0
+        if factor is not None and median > 0 and loss > factor * median:
+            raise TrainingError(f"the loss diverged at step {self.step}: {loss:.4g} is above {factor:g} × the median "
+                                f"{median:.4g} of the {len(recent)} steps before (optim.divergence_factor); training "
+                                f"stopped before saving; {self._last_good()}. Lower optim.lr")
+        recent.append(loss)
 
     def _check_policy_moved(self, metrics: dict[str, float]) -> None:
         if metrics.get("lr", 0.0) <= 0 or (self.rounds is not None and self.step >= self.rounds):
@@ -300,9 +334,29 @@ class Trainer:
         object.__setattr__(section, "checkpoint", path)  # the recipe is otherwise immutable once validated
 
 
+def check_data_fits(recipe: Recipe, policy: PolicyModel, dataset: TokenDataset) -> None:
+    """Before step 1, and in ``alignkit validate``: the sequence length, and every label and token id of
+    data held in memory (streamed data is checked batch by batch)."""
+    where = f"{recipe.path}: data ({dataset.describe()})"
+    if dataset.seq_len != policy.seq_len:
+        raise TrainingError(f"{where} holds sequences of {dataset.seq_len} tokens, but model "
+                            f"'{recipe.model.backbone}' expects {policy.seq_len}")
+    labels_N, span = dataset.all_labels(), dataset.token_range() or (0, 0)
+    labels_2 = torch.stack([labels_N.min(), labels_N.max()]) if labels_N is not None and len(labels_N) else None
+    try:
+        policy.check_batch(torch.tensor(span).view(2, 1).expand(2, policy.seq_len),
+                           torch.zeros(2, dtype=torch.int64) if labels_2 is None else labels_2, allow_null=False)
+    except AlignkitError as exc:
+        raise TrainingError(f"{where} does not fit model '{recipe.model.backbone}' (before step 1): {exc}") from None
+
+
 def train(recipe: Recipe, resume: bool = False, **kwargs: Any) -> RunResult:
     trainer = Trainer(recipe, resume=resume, **kwargs)
+    lock = None
     try:
+        lock = lock_run(recipe.output_dir) if trainer.is_main else None
         return trainer.run()
     finally:
+        if lock is not None:
+            os.close(lock)
         trainer.backend.close()

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from alignkit.errors import AlignkitError
 from alignkit.interfaces.component import ComponentSpec
 
 
@@ -46,13 +47,19 @@ class TokenDataset(Dataset, ABC):
         training starts; ``None`` makes the trainer check batch by batch instead."""
         return None
 
+    def token_range(self) -> tuple[int, int] | None:
+        """The smallest and largest token id, when that is cheap (in-memory data), as ``all_labels``."""
+        return None
+
     def __getitem__(self, key: tuple[int, int]) -> tuple[Tensor, int]:
         index, augmentation = key
         return self.get(index, augmentation)
 
 
 def collate(items: list[tuple[Tensor, int]]) -> tuple[Tensor, Tensor]:
-    """``(tokens_BL int64, labels_B int64)``."""
+    """``(tokens_BL int64, labels_B int64)``; float token ids are refused, never truncated."""
+    if any(torch.as_tensor(t).is_floating_point() for t, _ in items):
+        raise AlignkitError("data: the dataset returned float token ids; token ids must be integers")
     tokens_BL = torch.stack([torch.as_tensor(t, dtype=torch.int64) for t, _ in items])
     labels_B = torch.tensor([int(label) for _, label in items], dtype=torch.int64)
     return tokens_BL, labels_B

@@ -63,14 +63,16 @@ class PolicyModel(nn.Module, ABC):
     """A trainable class-conditional AR image model that returns logits only.
 
     Implementations set ``num_classes``, ``vocab_size`` and ``seq_len`` (image tokens per sample)
-    and ``sampling_options`` (their ``SamplingOptions`` model). The null class is ``num_classes``;
-    its embedding row always exists.
+    and ``sampling_options`` (their ``SamplingOptions`` model), and ``uint8_conversion`` (their
+    official sampler's: ``alignkit_sampling.images``). The null class is ``num_classes``; its embedding
+    row always exists.
     """
 
     num_classes: int
     vocab_size: int
     seq_len: int
     sampling_options: ClassVar[type[SamplingOptions]] = SamplingOptions
+    uint8_conversion: ClassVar[Literal["round", "truncate"]] = "round"
 
     @property
     def null_label(self) -> int:

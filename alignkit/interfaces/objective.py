@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 
 POLICY_CONDITIONS = ("lambda_B",)
 """The per-row conditions a policy's forward takes; other draws of ``sample_conditions`` stay with the objective."""
+OLD_NAMES = {"rewards/chosen": "rewards/pos", "rewards/rejected": "rewards/neg", "logps/chosen": "logps/pos",
+             "logps/rejected": "logps/neg"}
+"""The metric names before TRL's, still logged for one release."""
 
 
 @dataclass(frozen=True)
@@ -60,17 +63,19 @@ class PairLogps:
         return _require(self.policy_neg_B, "policy_neg_B") - _require(self.ref_neg_B, "ref_neg_B")
 
     def reward_metrics(self, beta: float) -> dict[str, Tensor]:
-        """TRL-compatible metrics: rewards are β·r, log-probs are the policy's summed log-probs."""
+        """TRL's metrics: rewards are β·r, log-probs the policy's summed log-probs; the positive
+        condition is TRL's ``chosen``, the negative its ``rejected`` (``*/pos``, ``*/neg``: aliases for
+        one release)."""
         with torch.no_grad():
             r_pos_B = self.r_pos_B.detach()
-            metrics = {"rewards/pos": beta * r_pos_B.mean(), "logps/pos": self.policy_pos_B.detach().mean()}
+            metrics = {"rewards/chosen": beta * r_pos_B.mean(), "logps/chosen": self.policy_pos_B.detach().mean()}
             if self.policy_neg_B is not None:
                 r_neg_B = self.r_neg_B.detach()
-                metrics["rewards/neg"] = beta * r_neg_B.mean()
+                metrics["rewards/rejected"] = beta * r_neg_B.mean()
                 metrics["rewards/margins"] = beta * (r_pos_B - r_neg_B).mean()
                 metrics["rewards/accuracies"] = (r_pos_B > r_neg_B).float().mean()
-                metrics["logps/neg"] = self.policy_neg_B.detach().mean()
-        return metrics
+                metrics["logps/rejected"] = self.policy_neg_B.detach().mean()
+        return {**metrics, **{old: metrics[new] for new, old in OLD_NAMES.items() if new in metrics}}
 
 
 def _require(value: Tensor | None, name: str) -> Tensor:
@@ -130,8 +135,9 @@ class Objective(ABC):
     ``TokenLogits``).
 
     Subclasses cite their equation in the docstring and return ``ObjectiveOutput`` with at least a
-    ``loss`` metric; pair objectives also report ``rewards/pos``, ``rewards/neg``, ``rewards/margins``,
-    ``rewards/accuracies``, ``logps/pos``, ``logps/neg`` (``PairLogps.reward_metrics``).
+    ``loss`` metric; pair objectives also report TRL's ``rewards/chosen``, ``rewards/rejected``,
+    ``rewards/margins``, ``rewards/accuracies``, ``logps/chosen``, ``logps/rejected``
+    (``PairLogps.reward_metrics``).
     """
 
     def __init__(self, config: ComponentConfig):

@@ -11,7 +11,8 @@ plugin's config model, flat::
     beta = 0.02
     lambda_ = 1000
 
-Strings may use ``${VAR}`` or ``${VAR:-default}``; relative paths are relative to the recipe file.
+Strings may use ``${VAR}`` or ``${VAR:-default}``. Relative input paths are relative to the recipe
+file, relative output paths (``output.dir``) to the working directory.
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from alignkit.checkpoints import header_problem
 from alignkit.errors import AlignkitError, RecipeError, did_you_mean
 from alignkit.plugins import get_plugins
-from alignkit.recipe.sections import INPUT_PATH, PluginSection, Recipe
+from alignkit.recipe.sections import INPUT_PATH, OUTPUT_PATH, PluginSection, Recipe
 from alignkit.values import parse_value
 
 # plugin-backed sections: (section, key naming the plugin, component kind)
@@ -100,6 +102,9 @@ def _cross_check(recipe: Recipe, path: Path) -> None:
     if needed and recipe.tokenizer is None:
         raise RecipeError(path, "tokenizer", f"backbone '{recipe.model.backbone}' needs a [tokenizer] section "
                           f"(name = '{needed}' and its checkpoint)")
+    existing = next(p for p in (recipe.output_dir, *recipe.output_dir.parents) if p.exists())
+    if not existing.is_dir():
+        raise RecipeError(path, "output.dir", f"{existing} is a file, so {recipe.output_dir} cannot be a folder")
     if recipe.distributed.num_processes > 1 and not recipe.distributed.component.spec.multi_process:
         raise RecipeError(path, "distributed.num_processes", f"backend '{recipe.distributed.backend}' runs one "
                           "process; use backend = 'deepspeed' for more")
@@ -159,7 +164,9 @@ def _resolve_paths(model: BaseModel, base: Path, loc: tuple[str, ...], check: bo
             if isinstance(value, BaseModel):
                 _resolve_paths(value, base, (*where, name), check, recipe_path)
             elif isinstance(value, Path):
-                resolved = _resolve(value, base, check and _is_input_path(info), recipe_path, (*where, name))
+                output = OUTPUT_PATH in info.metadata
+                resolved = _resolve(value, Path.cwd() if output else base, check and _is_input_path(info),
+                                    recipe_path, (*where, name))
                 object.__setattr__(target, name, resolved)
             elif isinstance(value, list) and value and all(isinstance(v, Path) for v in value):
                 object.__setattr__(target, name, [
@@ -171,6 +178,9 @@ def _resolve(value: Path, base: Path, must_exist: bool, recipe_path: Path, loc: 
     resolved = value if value.is_absolute() else base / value
     if must_exist and not resolved.exists():
         raise RecipeError(recipe_path, ".".join(loc), f"file not found: {resolved}")
+    problem = header_problem(resolved) if must_exist and resolved.is_file() else None
+    if problem:
+        raise RecipeError(recipe_path, ".".join(loc), f"{resolved}: {problem}")
     return resolved
 
 

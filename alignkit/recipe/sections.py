@@ -17,8 +17,9 @@ if TYPE_CHECKING:
 INPUT_PATH = "alignkit:input-path"
 InputPath = Annotated[Path, INPUT_PATH]
 """A path the run reads: resolved against the recipe's folder and required to exist."""
-OutputPath = Annotated[Path, "alignkit:output-path"]
-"""A path the run writes: resolved against the recipe's folder."""
+OUTPUT_PATH = "alignkit:output-path"
+OutputPath = Annotated[Path, OUTPUT_PATH]
+"""A path the run writes: resolved against the working directory, as other trainers do."""
 
 
 class Section(BaseModel):
@@ -99,6 +100,8 @@ class OptimSection(Section):
     schedule: Literal["constant", "linear", "cosine"] = Field("constant", description="after warm-up (CCA: constant)")
     final_lr_ratio: float = Field(0.0, ge=0, le=1, description="linear/cosine decay ends at lr × this")
     seed: int = Field(0, description="seed of initialisation-independent randomness: data order, dropout")
+    divergence_factor: float | None = Field(None, gt=1, description="stop, before saving, when the loss exceeds "
+                                            "this × its median over the last 100 steps (off when unset)")
 
     @model_validator(mode="after")
     def _batches_divide(self) -> OptimSection:
@@ -121,6 +124,16 @@ class OutputSection(Section):
     log_every: int = Field(10, gt=0, description="write metrics every N optimiser steps")
     export: list[Literal["official", "safetensors"]] = Field(["official", "safetensors"],
                                                              description="final model formats")
+    report_to: list[Literal["tensorboard", "wandb"]] = Field([], description="trackers besides metrics.jsonl "
+                                                             "(the alignkit_trackers plugin; optional extras)")
+
+
+class SampleSection(Section):
+    """``alignkit sample`` defaults; other keys are the backbone's ``sampling_options``, checked with the model."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    guidance: float = Field(0.0, description="s of the CCA paper's Eq. 2 (0 = guidance-free)")
+    image_size: int | None = Field(None, gt=0, description="resize the samples to this size (LlamaGen 384 -> 256)")
 
 
 class Recipe(Section):
@@ -136,6 +149,7 @@ class Recipe(Section):
     optim: OptimSection = OptimSection()
     distributed: DistributedSection = DistributedSection()
     output: OutputSection = OutputSection()
+    sample: SampleSection = SampleSection()
 
     _path: Path | None = PrivateAttr(None)
 
@@ -149,10 +163,12 @@ class Recipe(Section):
 
     @property
     def uncond_ratio(self) -> float:
-        """The sampler's ratio, or the objective's default when the recipe leaves it unset."""
+        """The sampler's ratio, else the backbone config's ``label_dropout`` (VAR's ``cond_drop_rate``),
+        else the objective's default."""
         if self.sampler.uncond_ratio is not None:
             return self.sampler.uncond_ratio
-        return self.objective.component.spec.default_uncond_ratio
+        dropout = getattr(self.model.config, "label_dropout", None)
+        return self.objective.component.spec.default_uncond_ratio if dropout is None else dropout
 
     @property
     def output_dir(self) -> Path:
@@ -161,8 +177,9 @@ class Recipe(Section):
     def settings(self, name: str) -> dict[str, Any]:
         """Section ``name``'s own keys and, for a plugin section, its plugin's options."""
         section = getattr(self, name)
-        values = {k: v for k, v in section.model_dump().items() if k not in (section.model_extra or {})}
-        if isinstance(section, PluginSection) and section._config is not None:
+        plugin = isinstance(section, PluginSection)
+        values = {k: v for k, v in section.model_dump().items() if not plugin or k not in (section.model_extra or {})}
+        if plugin and section._config is not None:
             values.update(section._config.model_dump())
         return values
 

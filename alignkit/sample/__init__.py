@@ -1,2 +1,3 @@
-"""Sampling: the token draw every backbone shares (``tokens``), class-balanced resumable sampling
-(``balanced``), images and grids (``images``) and the ADM ``.npz`` format (``npz``)."""
+"""Sampling primitives every backbone shares: the token draw and its seeding (``tokens``), sampling
+options checked against a backbone (``options``) and the ADM ``.npz`` format (``npz``). Class-balanced
+sampling and ``alignkit sample`` are the ``alignkit_sampling`` plugin."""

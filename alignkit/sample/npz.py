@@ -53,9 +53,6 @@ def check_vector(values: np.ndarray, n: int, key: str, where: str, ndim: int) ->
     return values
 
 
-# ----------------------------------------------------------------------------------- writing
-
-
 def write_samples(path: str | os.PathLike, images: np.ndarray, labels: np.ndarray | None = None,
                   tokens: np.ndarray | None = None) -> Path:
     """Write an ADM-format sample batch (``np.savez``, uncompressed) atomically; returns the path."""

@@ -19,7 +19,11 @@ def alignkit_register_backends():
 
 @hookimpl
 def alignkit_register_commands(app):
-    from alignkit.cli.common import user_errors
+    from alignkit.cli.common import examples, user_errors
     from alignkit_backends.plan_command import plan_command
 
-    app.command("plan")(user_errors(plan_command))
+    epilog = examples(
+        "alignkit plan recipes/llamagen_3b_cca.toml --gpu-memory 80",
+        "alignkit plan my.toml --gpu-memory 24 --json",
+    )
+    app.command("plan", epilog=epilog)(user_errors(plan_command))

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from alignkit import AlignkitError, Backend, ComponentConfig, NonFiniteError, PolicyModel, ReferenceModel
 from alignkit.checkpoints import read_weights_file
-from alignkit.engine.optim import autocast, lr_factor, param_groups
+from alignkit_backends.optim import autocast, lr_factor, param_groups
 from alignkit.recipe import Recipe
 from alignkit.values import resolve_device
 
@@ -66,7 +66,7 @@ class SingleProcess(Backend):
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return {"lr": lr, "grad_norm": grad_norm.item()}
+        return {"learning_rate": lr, "lr": lr, "grad_norm": grad_norm.item()}  # "lr": alias for one release
 
     def save(self, folder: Path) -> None:
         torch.save({"policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(),

@@ -17,7 +17,7 @@ from pydantic import Field
 from torch import Tensor
 
 from alignkit import AlignkitError, Backend, ComponentConfig, PolicyModel, ReferenceModel
-from alignkit.engine.optim import lr_factor, param_groups
+from alignkit_backends.optim import lr_factor, param_groups
 from alignkit.recipe import Recipe
 
 
@@ -167,7 +167,7 @@ class DeepSpeedBackend(Backend):
     def step(self) -> dict[str, float]:
         norm = self.engine.get_global_grad_norm()
         norm = float(norm.item() if isinstance(norm, Tensor) else (norm if norm is not None else float("nan")))
-        return {"lr": self._lr, "grad_norm": norm}
+        return {"learning_rate": self._lr, "lr": self._lr, "grad_norm": norm}  # "lr": alias for one release
 
     def save(self, folder: Path) -> None:
         self.engine.save_checkpoint(str(folder.parent), tag=folder.name, save_latest=False)

@@ -31,7 +31,11 @@ def alignkit_register_datasets():
 
 @hookimpl
 def alignkit_register_commands(app):
-    from alignkit.cli.common import user_errors
+    from alignkit.cli.common import examples, user_errors
     from alignkit_bench.command import bench_command
 
-    app.command("bench")(user_errors(bench_command))
+    epilog = examples(
+        "alignkit bench --quick",
+        "alignkit bench --backbone var --objectives cca,dpo --out bench-var",
+    )
+    app.command("bench", epilog=epilog)(user_errors(bench_command))

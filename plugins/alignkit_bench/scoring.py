@@ -14,7 +14,7 @@ import numpy as np
 
 from alignkit.engine.build import build_policy
 from alignkit.interfaces import PolicyModel
-from alignkit.sample.balanced import sample_class_balanced
+from alignkit_sampling.balanced import sample_class_balanced
 from alignkit_metrics import Reference, SampleBatch, evaluate, read_samples
 
 if TYPE_CHECKING:

@@ -19,7 +19,13 @@ def alignkit_register_datasets():
 
 @hookimpl
 def alignkit_register_commands(app):
-    from alignkit.cli.common import user_errors
+    from alignkit.cli.common import examples, user_errors
     from alignkit_data.extract_command import extract_command
 
-    app.command("extract")(user_errors(extract_command))
+    epilog = examples(
+        "alignkit extract --tokenizer llamagen-vq-16 --checkpoint vq_ds16_c2i.pt --images /data/imagenet/train "
+        "--out codes384 --ten-crop --image-size 384",
+        "alignkit extract --tokenizer var-vqvae --checkpoint vae_ch160v4096z32.pth --images train/ --out codes256 "
+        "--strict",
+    )
+    app.command("extract", epilog=epilog)(user_errors(extract_command))

@@ -34,9 +34,13 @@ class CodeFolder(TokenDataset):
         for folder in (*self.code_dirs, self.label_dir):
             if not folder.is_dir():
                 raise AlignkitError(f"data: {folder} is not a folder")
-        self.size = sum(1 for entry in os.scandir(self.label_dir) if entry.name.endswith(".npy"))
+        self.size = _count_npy(self.label_dir)
         if self.size == 0:
             raise AlignkitError(f"data.labels: {self.label_dir} holds no .npy files")
+        for folder in self.code_dirs:
+            if (found := _count_npy(folder)) != self.size:
+                raise AlignkitError(f"data.codes: {folder} holds {found} .npy files, data.labels {self.label_dir} "
+                                    f"holds {self.size}: they must match one to one")
         first = self._load(self.code_dirs[0], 0)
         self.variants = first.shape[0]
         self._seq_len = first.shape[1]
@@ -48,8 +52,11 @@ class CodeFolder(TokenDataset):
             array = np.load(path)
         except FileNotFoundError:
             raise AlignkitError(f"data: {path} is missing (the layout needs every index 0..{self.size - 1})") from None
-        except ValueError as exc:
+        except (ValueError, OSError, EOFError) as exc:
             raise AlignkitError(f"data: {path} is not a valid .npy file: {exc}") from None
+        if not np.issubdtype(array.dtype, np.integer) or array.ndim == 0:
+            raise AlignkitError(f"data: {path} holds {array.dtype} {array.shape}; token ids and labels must be "
+                                "integer arrays (floats are refused, not truncated)")
         return array.reshape(-1, array.shape[-1])
 
     def __len__(self) -> int:
@@ -65,7 +72,7 @@ class CodeFolder(TokenDataset):
     def get(self, index: int, augmentation: int) -> tuple[Tensor, int]:
         folder = self.code_dirs[augmentation // self.variants]
         codes = self._load(folder, index)
-        label = int(np.load(self.label_dir / f"{index}.npy").reshape(-1)[0])
+        label = int(self._load(self.label_dir, index).reshape(-1)[0])
         return torch.from_numpy(codes[augmentation % self.variants].astype(np.int64)), label
 
 
@@ -85,6 +92,12 @@ class CodeNpz(TokenDataset):
                 tokens, labels = data["tokens"], data["labels"]
         except (OSError, ValueError) as exc:
             raise AlignkitError(f"data.path: {self.path} is not a readable .npz file: {exc}") from None
+        for key, array in (("tokens", tokens), ("labels", labels)):
+            if not np.issubdtype(array.dtype, np.integer):
+                raise AlignkitError(f"data.path: {self.path}: '{key}' has dtype {array.dtype}; token ids and labels "
+                                    "must be integers (floats are refused, not truncated)")
+        if len(labels) == 0:
+            raise AlignkitError(f"data.path: {self.path} holds no items ('labels' has shape {labels.shape})")
         if tokens.ndim == 2:
             tokens = tokens[:, None]
         if tokens.ndim != 3 or labels.shape != tokens.shape[:1]:
@@ -109,3 +122,10 @@ class CodeNpz(TokenDataset):
 
     def all_labels(self) -> Tensor:
         return self.labels
+
+    def token_range(self) -> tuple[int, int]:
+        return int(self.tokens.min()), int(self.tokens.max())
+
+
+def _count_npy(folder: Path) -> int:
+    return sum(1 for entry in os.scandir(folder) if entry.name.endswith(".npy"))

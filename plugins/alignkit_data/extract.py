@@ -24,7 +24,7 @@ from PIL import Image
 
 from alignkit.api import load_tokenizer
 from alignkit.errors import AlignkitError
-from alignkit.files import atomic_write, write_json
+from alignkit.files import atomic_write, write_failure, write_json
 from alignkit.interfaces import Tokenizer
 from alignkit.values import resolve_device
 
@@ -55,8 +55,12 @@ def augmentations(image: Image.Image, image_size: int, ten_crop: bool, crop_rang
 
 
 def extract(tokenizer: Tokenizer, images: Path, out: Path, *, image_size: int | None = None, ten_crop: bool = False,
-            crop_range: float = 1.1, batch_size: int = 16, device: str = "cpu", progress: bool = True) -> dict:
-    """Write the code layout for every image of a class-per-subfolder ``images`` folder; returns the meta."""
+            crop_range: float = 1.1, batch_size: int = 16, device: str = "cpu", progress: bool = True,
+            strict: bool = False) -> dict:
+    """Write the code layout for every image of a class-per-subfolder ``images`` folder; returns the meta.
+
+    An unreadable image is skipped (listed in ``meta.json`` under ``skipped``; the readable ones are
+    numbered without gaps) or, with ``strict``, stops the extraction."""
     from rich.progress import Progress
     from torchvision.datasets import ImageFolder
 
@@ -67,37 +71,67 @@ def extract(tokenizer: Tokenizer, images: Path, out: Path, *, image_size: int | 
         folder = ImageFolder(str(images))
     except (FileNotFoundError, RuntimeError) as exc:
         raise AlignkitError(f"--images: {images}: {exc} (expected one subfolder of images per class)") from None
+    if out.exists() and not out.is_dir():
+        raise AlignkitError(f"--out: {out} is a file; give a folder")
     size = image_size or tokenizer.image_size
     codes_dir, labels_dir = out / "codes", out / "labels"
-    codes_dir.mkdir(parents=True, exist_ok=True)
-    labels_dir.mkdir(parents=True, exist_ok=True)
     meta = {"images": str(images), "num_images": len(folder), "classes": folder.classes, "image_size": size,
             "ten_crop": ten_crop, "crop_range": crop_range if ten_crop else None,
             "augmentations": 10 if ten_crop else 2, "seq_len": tokenizer.seq_len, "vocab_size": tokenizer.vocab_size}
     meta_path = out / "meta.json"
-    if meta_path.exists():
-        previous = json.loads(meta_path.read_text())
-        changed = [k for k in ("num_images", "image_size", "ten_crop", "crop_range", "seq_len") if previous.get(k) != meta[k]]
-        if changed:
-            raise AlignkitError(f"--out: {out} holds an extraction with other settings ({', '.join(changed)}); "
-                                "use a new folder")
+    previous = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    changed = [k for k in ("num_images", "image_size", "ten_crop", "crop_range", "seq_len")
+               if previous.get(k, meta[k]) != meta[k]]
+    if changed:
+        raise AlignkitError(f"--out: {out} holds an extraction with other settings ({', '.join(changed)}); "
+                            "use a new folder")
+    meta["skipped"] = skipped = list(previous.get("skipped", []))
+    skipped_set = set(skipped)
+    codes_dir.mkdir(parents=True, exist_ok=True)
+    labels_dir.mkdir(parents=True, exist_ok=True)
     write_json(meta_path, meta)
-    todo = [k for k in range(len(folder))
-            if not ((codes_dir / f"{k}.npy").exists() and (labels_dir / f"{k}.npy").exists())]
     tokenizer = tokenizer.to(device).eval()
+    batch: list[tuple[int, Image.Image, int]] = []
+
+    def flush() -> None:
+        crops = [augmentations(img, size, ten_crop, crop_range) for _, img, _ in batch]
+        with torch.no_grad():
+            tokens = tokenizer.encode(torch.cat(crops).to(device)).cpu().to(torch.int64)
+        for (k, _, label), codes in zip(batch, tokens.reshape(len(batch), crops[0].shape[0], -1)):
+            _save_npy(codes_dir / f"{k}.npy", codes.numpy()[None])
+            _save_npy(labels_dir / f"{k}.npy", np.array([label], dtype=np.int64))
+        bar.advance(task, len(batch))
+        batch.clear()
+
+    k = 0  # the output index: readable images only, in ImageFolder order
     with Progress(disable=not progress, transient=False) as bar:
-        task = bar.add_task(f"extract → {out}", total=len(folder), completed=len(folder) - len(todo))
-        for start in range(0, len(todo), batch_size):
-            keys = todo[start: start + batch_size]
-            loaded = [folder[k] for k in keys]
-            crops = [augmentations(img, size, ten_crop, crop_range) for img, _ in loaded]
-            with torch.no_grad():
-                tokens = tokenizer.encode(torch.cat(crops).to(device)).cpu().to(torch.int64)
-            per_image = tokens.reshape(len(keys), crops[0].shape[0], -1)
-            for k, (_, label), codes in zip(keys, loaded, per_image):
-                _save_npy(codes_dir / f"{k}.npy", codes.numpy()[None])
-                _save_npy(labels_dir / f"{k}.npy", np.array([label], dtype=np.int64))
-            bar.advance(task, len(keys))
+        task = bar.add_task(f"extract → {out}", total=len(folder))
+        for path, label in folder.samples:
+            name = os.path.relpath(path, images)
+            if name in skipped_set:
+                bar.advance(task)
+                continue
+            if (codes_dir / f"{k}.npy").exists() and (labels_dir / f"{k}.npy").exists():
+                bar.advance(task)
+            else:
+                try:
+                    batch.append((k, folder.loader(path), label))
+                except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+                    if strict:
+                        raise AlignkitError(f"--images: {path} is unreadable ({exc}); without --strict unreadable "
+                                            "images are skipped and listed") from None
+                    skipped.append(name)  # recorded before any later image is written under index k
+                    skipped_set.add(name)
+                    write_json(meta_path, meta)
+                    bar.advance(task)
+                    continue
+                if len(batch) == batch_size:
+                    flush()
+            k += 1
+        if batch:
+            flush()
+    meta["num_codes"] = k
+    write_json(meta_path, meta)
     return meta
 
 
@@ -110,10 +144,13 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 
 def extract_main(tokenizer_name: str, checkpoint: Path | None, images: Path, out: Path, *, config: dict | None,
-                 **kwargs) -> dict:
+                 random_init: bool = False, **kwargs) -> dict:
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise AlignkitError(f"--checkpoint: {checkpoint}: file not found")
-    tokenizer = load_tokenizer(tokenizer_name, checkpoint=checkpoint, config=config)
+    tokenizer = load_tokenizer(tokenizer_name, checkpoint=checkpoint, config=config, random_init=random_init)
     kwargs["device"] = resolve_device(kwargs.get("device") or "auto")
     torch.set_num_threads(max(1, os.cpu_count() or 1))
-    return extract(tokenizer, images, out, **kwargs)
+    try:
+        return extract(tokenizer, images, out, **kwargs)
+    except OSError as exc:
+        raise write_failure(exc, out) or exc from None

@@ -24,9 +24,18 @@ def extract_command(
     batch_size: Annotated[int, typer.Option(help="images per tokenizer batch")] = 16,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, … (default: cuda when available)")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="tokenizer config key=value")] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="stop at an unreadable image (default: skip it, and "
+                                         "list it in meta.json)")] = False,
+    random_init: Annotated[bool, typer.Option("--random-init", help="allow a tokenizer without --checkpoint "
+                                              "(random weights: meaningless codes, for tests)")] = False,
 ) -> None:
     """Tokenize an image folder into the official pre-extracted code layout (resumable)."""
     meta = extract_main(tokenizer, checkpoint, images, out, config=parse_pairs(set_, "--set"), ten_crop=ten_crop,
-                        image_size=image_size, crop_range=crop_range, batch_size=batch_size, device=device)
-    console.print(f"{meta['num_images']} images × {meta['augmentations']} variants of {meta['seq_len']} tokens "
+                        image_size=image_size, crop_range=crop_range, batch_size=batch_size, device=device,
+                        strict=strict, random_init=random_init)
+    console.print(f"{meta['num_codes']} images × {meta['augmentations']} variants of {meta['seq_len']} tokens "
                   f"in {out}")
+    if meta["skipped"]:
+        shown = ", ".join(meta["skipped"][:10]) + (", …" if len(meta["skipped"]) > 10 else "")
+        typer.echo(f"warning: skipped {len(meta['skipped'])} unreadable images (all listed in {out / 'meta.json'}): "
+                   f"{shown}", err=True)

@@ -76,7 +76,11 @@ def alignkit_register_feature_extractors():
 
 @hookimpl
 def alignkit_register_commands(app):
-    from alignkit.cli.common import user_errors
+    from alignkit.cli.common import examples, user_errors
     from alignkit_metrics.eval_command import eval_command
 
-    app.command("eval")(user_errors(eval_command))
+    epilog = examples(
+        "alignkit eval --samples samples/cca/samples.npz --ref VIRTUAL_imagenet256_labeled.npz --json fid.json",
+        "alignkit eval -s digits.npz -r real_digits.npz --features classifier --weights clf.safetensors",
+    )
+    app.command("eval", epilog=epilog)(user_errors(eval_command))

@@ -11,7 +11,7 @@ from rich.table import Table
 from alignkit.api import component_config
 from alignkit.cli.common import console
 from alignkit.errors import AlignkitError
-from alignkit.files import write_json
+from alignkit.files import write_failure, write_json
 from alignkit.plugins import get_plugins
 from alignkit.values import parse_pairs, resolve_device
 from alignkit_metrics.evaluate import evaluate
@@ -33,6 +33,8 @@ def eval_command(
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="progress bars on stderr")] = True,
 ) -> None:
     """Evaluate samples with the ADM evaluator's formulas (FID, sFID, IS, precision, recall)."""
+    if json_path is not None and json_path.is_dir():
+        raise AlignkitError(f"--json: {json_path} is a folder; give a file name, e.g. {json_path / 'results.json'}")
     settings = parse_pairs(option, "--option")
     if weights is not None:
         settings["weights"] = weights
@@ -44,11 +46,15 @@ def eval_command(
     except (RuntimeError, AssertionError) as exc:
         raise AlignkitError(f"cannot use device '{where}': {exc}") from None
     results = evaluate(samples, ref, extractor, batch_size=batch_size, use_ref_stats=ref_stats, progress=progress)
-    if json_path is not None:
-        write_json(json_path, results)
-    console.print(results_table(results))
+    console.print(results_table(results))  # first: nothing after this can lose the numbers
     for note in results["notes"]:
         typer.echo(f"note: {note}", err=True)
+    if json_path is not None:
+        try:
+            write_json(json_path, results)  # atomic
+        except OSError as exc:
+            failure = write_failure(exc, json_path)
+            raise AlignkitError(f"{failure} (the results are printed above)") if failure else exc from None
     # After the results are safe on disk and on screen, so that a failing logger loses nothing.
     get_plugins().pm.hook.alignkit_after_eval(run=None, results=results)
 

@@ -9,6 +9,8 @@ hard-coded there as in the official code.
 
 from __future__ import annotations
 
+import sys
+
 from pydantic import Field, model_validator
 
 from alignkit import ComponentConfig
@@ -60,8 +62,11 @@ class VARConfig(ComponentConfig):
     """A VAR transformer and what it needs of its VQVAE (``V``, ``Cvae``, ``ch``, ``share_quant_resi``).
 
     ``embed_dim = 64·depth``, ``num_heads = depth`` and ``drop_path_rate = 0.1·depth/24`` unless given
-    (``build_vae_var``). Label dropout (``cond_drop_rate``) is the trainer's job in alignkit, so the
-    model is deterministic in eval mode. ``init_*`` only matter for random initialisation.
+    (``build_vae_var``). ``V``, ``Cvae``, ``ch`` and ``share_quant_resi``, when not given, are read from
+    the tokenizer (or its checkpoint's shapes). The official constructor's keywords are accepted:
+    label dropout (``cond_drop_rate``) is the pair sampler's ``uncond_ratio`` in alignkit (so the model
+    is deterministic in eval mode), the CUDA kernel flags are ignored. ``init_*`` only matter for
+    random initialisation.
     """
 
     depth: int = Field(16, ge=1)
@@ -87,13 +92,27 @@ class VARConfig(ComponentConfig):
     activation_checkpointing: bool = Field(False, description="recompute each block in the backward pass")
     lambda_conditioning: bool = Field(False, description="test-time λ (CCA Appendix E): add an embedding of log λ "
                                       "to the class embedding, the AdaLN condition too (adds lambda_embed.* weights)")
+    cond_drop_rate: float | None = Field(None, ge=0, lt=1, description="the official label dropout: used as "
+                                         "sampler.uncond_ratio when the recipe leaves that unset")
+    flash_if_available: bool = Field(True, description="accepted for build_vae_var code and ignored: PyTorch's "
+                                     "scaled_dot_product_attention picks the kernel")
+    fused_if_available: bool = Field(True, description="accepted for build_vae_var code and ignored (fused ops)")
 
     @model_validator(mode="after")
     def _check(self) -> VARConfig:
         check_patch_nums(self.patch_nums)
         if self.width % self.heads:
             raise ValueError(f"embed_dim {self.width} must be divisible by num_heads {self.heads}")
+        ignored = sorted({"flash_if_available", "fused_if_available"} & self.model_fields_set)
+        if ignored:
+            print(f"note: VAR config {' and '.join(ignored)}: accepted and ignored (PyTorch chooses the attention "
+                  "and fused kernels itself)", file=sys.stderr)
         return self
+
+    @property
+    def label_dropout(self) -> float | None:
+        """What the recipe's ``uncond_ratio`` defaults to (``Recipe.uncond_ratio``)."""
+        return self.cond_drop_rate
 
     @property
     def width(self) -> int:

@@ -91,8 +91,27 @@ def build_quantizer(config: VARConfig, tokenizer: Tokenizer | Path | None, check
     return copy.deepcopy(quantize)
 
 
+def vqvae_sizes(tokenizer: Tokenizer | Path) -> dict[str, int]:
+    """``V``, ``Cvae``, ``ch``, ``share_quant_resi`` of a VQVAE, or of its checkpoint from the tensor shapes."""
+    if isinstance(tokenizer, Tokenizer):
+        c = getattr(tokenizer, "config", None)
+        return ({"V": c.vocab_size, "Cvae": c.z_channels, "ch": c.ch, "share_quant_resi": c.share_quant_resi}
+                if isinstance(c, VQVAEConfig) else {})
+    state = read_state(tokenizer, VQVAE_WRAPPERS)
+    if "quantize.embedding.weight" not in state or "encoder.conv_in.weight" not in state:
+        return {}  # not a VQVAE: building it says so
+    phis = {k.split(".")[3] for k in state if k.startswith("quantize.quant_resi.qresi_ls.")}
+    shared = 1 if any(k.startswith("quantize.quant_resi.qresi.") for k in state) else len(phis)
+    V, Cvae = state["quantize.embedding.weight"].shape
+    return {"V": V, "Cvae": Cvae, "ch": state["encoder.conv_in.weight"].shape[0], "share_quant_resi": shared}
+
+
 def build_var(config: VARConfig, checkpoint: Path | None = None, tokenizer: Tokenizer | Path | None = None) -> VAR:
-    """The ``var`` backbone factory: random init as ``build_vae_var`` without a checkpoint."""
+    """The ``var`` backbone factory: random init as ``build_vae_var`` without a checkpoint. The VQVAE
+    sizes the config does not give come from ``tokenizer``."""
+    unset = {"V", "Cvae", "ch", "share_quant_resi"} - config.model_fields_set
+    if unset and tokenizer is not None:
+        config = config.model_copy(update={k: v for k, v in vqvae_sizes(tokenizer).items() if k in unset})
     quantizer = build_quantizer(config, tokenizer, checkpoint)
     if checkpoint is None:
         model = VAR(config, quantizer)

@@ -60,6 +60,7 @@ class VAR(PolicyModel):
     """The VAR transformer; ``state_dict()`` holds exactly the official keys, buffers included."""
 
     sampling_options: ClassVar[type[SamplingOptions]] = VARSampling
+    uint8_conversion: ClassVar[str] = "truncate"  # VAR_sample.py: x.mul_(255) after (x + 1) / 2, astype(uint8)
 
     def __init__(self, config: VARConfig, quantizer: MultiScaleQuantizer):
         super().__init__()

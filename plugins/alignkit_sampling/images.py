@@ -1,12 +1,12 @@
 """Decoded images to what evaluators read: uint8 NHWC arrays, and a PNG grid to look at.
 
-The uint8 conversion is the official LlamaGen sampler's (``sample_c2i_ddp.py``)::
+Each backbone declares its official sampler's conversion (``PolicyModel.uint8_conversion``), since
+published FIDs were computed on images converted that way:
 
-    torch.clamp(127.5 * x + 128.0, 0, 255).permute(0, 2, 3, 1).to("cpu", dtype=torch.uint8)
-
-i.e. x in [-1, 1] is mapped to [0.5, 255.5], clamped, and **truncated** to an integer; the + 128
-(not 127.5) makes that truncation round ``127.5 · (x + 1)`` half up. Published LlamaGen/CCA FID
-numbers were computed on images converted this way, so every backbone's samples are.
+- ``"round"``, LlamaGen's ``sample_c2i_ddp.py``: ``torch.clamp(127.5 * x + 128.0, 0, 255).to(uint8)``;
+  the + 128 makes the truncation round ``127.5 · (x + 1)`` half up;
+- ``"truncate"``, VAR's and CCA's ``VAR_sample.py``: ``((x.clamp(-1, 1) + 1) * 0.5).mul_(255)``, then
+  ``.astype(np.uint8)``, which truncates.
 """
 
 from __future__ import annotations
@@ -26,16 +26,21 @@ GRID_MAX_ROWS = 16
 GRID_PADDING = 2
 
 
-def to_uint8_nhwc(images_B3HW: Tensor, image_size: int | None = None) -> np.ndarray:
-    """``(B, H, W, 3)`` uint8 on the CPU from decoded images in about [-1, 1].
+UINT8 = {"round": "clamp(127.5 * x + 128, 0, 255) truncated to uint8 (official LlamaGen sampler: rounds half up)",
+         "truncate": "255 * (clamp(x, -1, 1) + 1) / 2 truncated to uint8 (official VAR / CCA VAR_sample.py)"}
+
+
+def to_uint8_nhwc(images_B3HW: Tensor, image_size: int | None = None, conversion: str = "round") -> np.ndarray:
+    """``(B, H, W, 3)`` uint8 on the CPU from decoded images in about [-1, 1], by ``conversion`` (``UINT8``).
 
     ``image_size`` resizes first, bicubic, as LlamaGen's ``--image-size-eval`` does (its 384-pixel
     models are evaluated at 256); ``None`` keeps the decoder's size.
     """
-    images_B3HW = images_B3HW.float()
-    if image_size is not None and tuple(images_B3HW.shape[-2:]) != (image_size, image_size):
-        images_B3HW = F.interpolate(images_B3HW, size=(image_size, image_size), mode="bicubic")
-    return torch.clamp(127.5 * images_B3HW + 128.0, 0, 255).permute(0, 2, 3, 1).to("cpu", dtype=torch.uint8).numpy()
+    x = images_B3HW.float()
+    if image_size is not None and tuple(x.shape[-2:]) != (image_size, image_size):
+        x = F.interpolate(x, size=(image_size, image_size), mode="bicubic")
+    x = x.clamp(-1, 1).add(1).mul(0.5).mul(255) if conversion == "truncate" else torch.clamp(127.5 * x + 128.0, 0, 255)
+    return x.permute(0, 2, 3, 1).to("cpu", dtype=torch.uint8).numpy()
 
 
 def grid_classes(classes: Sequence[int], max_rows: int = GRID_MAX_ROWS) -> list[int]:

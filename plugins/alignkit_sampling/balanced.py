@@ -1,28 +1,19 @@
-"""Class-balanced, deterministic, resumable sampling to an ADM-format sample batch.
+"""Class-balanced, deterministic, resumable sampling to an ADM-format sample batch:
+``sample_class_balanced(policy, tokenizer, range(1000), 50, out_dir="samples/cca")``.
 
-    from alignkit.sample.balanced import sample_class_balanced
-    path = sample_class_balanced(policy, tokenizer, range(1000), 50, batch_size=25, seed=0, guidance=0.0,
-                                 out_dir="samples/cca")   # samples.npz, grid.png, sampling.json there
+**Seeds.** Shard (c, j), images ``j·B … j·B + B − 1`` of class c (B = ``batch_size``), is one batch with
+its own ``torch.Generator`` seeded from ``numpy.random.SeedSequence((seed, c, j))``: an image depends on
+the model, the settings, its class and position only, not on the other shards (resuming is exact). The
+batch size and the device type are part of the determinism (kernels sum in a shape-dependent order).
 
-**Shards and seeds.** Shard (c, j) holds images ``j·B … j·B + B − 1`` of class c (B = ``batch_size``; a
-class's last shard may be smaller). It is sampled as one batch with its own ``torch.Generator``, seeded
-from ``numpy.random.SeedSequence((seed, c, j))``, so an image depends on the model, the settings, its
-class and its position only: not on which shards ran before (resuming is exact), nor on the other
-classes requested. Batches never mix classes, so at 50 images per class a batch holds at most 50.
+**Resuming.** Shards are written atomically to ``out_dir/shards/``; a rerun skips those present. The
+settings that decide the images (batch size, images per class, seed, guidance, options, output size,
+device type, the model's identity) are kept in ``shards/settings.json``, and a rerun with other settings
+is refused rather than mixing two distributions. The classes requested are not among them.
 
-**The batch size is part of the determinism.** A batch draws all its rows from one generator, and
-kernels may sum in another order for another batch shape, so the same seed with another batch size
-gives other (equally valid) images. The device type is part of it for the same reason.
-
-**Resuming.** Each shard is written atomically to ``out_dir/shards/``; a rerun skips those present.
-The settings that decide the images (batch size, images per class, seed, guidance and the sampling
-options, output size, device type, the model's identity) are written to ``shards/settings.json`` with
-the first shard, and a rerun with other settings is refused rather than mixing two distributions in one
-batch. The classes requested are not among them: a shard of class c is the same whatever else is sampled.
-
-**Output.** ``samples.npz``: ``arr_0`` uint8 ``(N, H, W, 3)`` in class order (``alignkit.sample.images`` has
-the conversion), ``labels`` int64 ``(N,)``, ``tokens`` int64 ``(N, L)``; ``grid.png``: one row per
-class; ``sampling.json``: every setting, the counts and the images/s measured.
+**Output.** ``samples.npz`` (``arr_0`` uint8 ``(N, H, W, 3)`` in class order, by the backbone's
+conversion; ``labels``, ``tokens``), ``grid.png`` (a row per class), ``sampling.json`` (every setting,
+the counts, images/s).
 """
 
 from __future__ import annotations
@@ -31,6 +22,8 @@ import json
 import math
 import os
 import time
+import zipfile
+import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,13 +34,12 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from pydantic import ValidationError
-
-from alignkit.errors import AlignkitError, validation_problems
+from alignkit.errors import AlignkitError
 from alignkit.files import write_json, write_npz
 from alignkit.interfaces import PolicyModel, SamplingOptions, Tokenizer
-from alignkit.sample.images import grid_classes, to_uint8_nhwc, write_grid
+from alignkit_sampling.images import UINT8, grid_classes, to_uint8_nhwc, write_grid
 from alignkit.sample.npz import write_samples
+from alignkit.sample.options import sampling_options
 from alignkit.sample.tokens import seeded_generator
 SHARD_DIR = "shards"
 SETTINGS_FILE = "settings.json"
@@ -74,24 +66,6 @@ def plan_shards(classes: Iterable[int], num_per_class: int, batch_size: int) -> 
             for label in classes for chunk in range(math.ceil(num_per_class / batch_size))]
 
 
-def sampling_options(policy: PolicyModel, options: Mapping[str, Any] | SamplingOptions | None) -> SamplingOptions:
-    """``options`` validated by the backbone's ``sampling_options`` model; an unknown or bad option
-    is one ``AlignkitError`` that lists what the backbone takes."""
-    model = type(policy).sampling_options
-    if isinstance(options, model):
-        return options
-    given = options.model_dump(exclude_unset=True) if isinstance(options, SamplingOptions) else dict(options or {})
-    try:
-        return model.model_validate(given)
-    except ValidationError as exc:
-        unknown = [str(e["loc"][0]) for e in exc.errors() if e["type"] == "extra_forbidden"]
-        if unknown:
-            flags = ", ".join(f"'{n}' (--{n.replace('_', '-')})" for n in unknown)
-            raise AlignkitError(f"the {type(policy).__name__} backbone does not take the sampling option {flags}; "
-                                f"it takes: {', '.join(model.model_fields)}") from None
-        raise AlignkitError(f"sampling option {validation_problems(exc)}") from None
-
-
 def _sample_shard(policy: PolicyModel, tokenizer: Tokenizer, shard: Shard, seed: int, guidance: float,
                   options: SamplingOptions, image_size: int | None) -> tuple[np.ndarray, np.ndarray]:
     """One shard's uint8 ``images_NHWC`` and int64 ``tokens_NL``, from its own generator."""
@@ -101,7 +75,8 @@ def _sample_shard(policy: PolicyModel, tokenizer: Tokenizer, shard: Shard, seed:
     with torch.no_grad():
         tokens_BL, images_B3HW = policy.generate_images(labels_B, tokenizer, guidance=guidance, generator=generator,
                                                         **options.model_dump())
-        return to_uint8_nhwc(images_B3HW, image_size), tokens_BL.to("cpu", torch.int64).numpy()
+        return (to_uint8_nhwc(images_B3HW, image_size, policy.uint8_conversion),
+                tokens_BL.to("cpu", torch.int64).numpy())
 
 
 def _check_settings(shard_dir: Path, settings: dict[str, Any]) -> bool:
@@ -188,6 +163,8 @@ def sample_class_balanced(policy: PolicyModel, tokenizer: Tokenizer, classes: It
         "guidance": guidance, "options": chosen.model_dump(exclude_unset=True), "image_size": image_size,
         "device_type": next(policy.parameters()).device.type,
         "model": {"policy": type(policy).__name__, **(identity or {})}}, default=str))
+    if policy.uint8_conversion != "round":  # recorded only when not the first one, so older shards stay usable
+        settings["uint8"] = policy.uint8_conversion
 
     out_dir = Path(out_dir)
     shard_dir = out_dir / SHARD_DIR
@@ -218,7 +195,7 @@ def sample_class_balanced(policy: PolicyModel, tokenizer: Tokenizer, classes: It
                "provenance": provenance or {},
                "seeding": "one torch.Generator per (class, chunk of batch_size images), seeded from "
                           "numpy SeedSequence((seed, class, chunk))",
-               "uint8": "clamp(127.5 * x + 128, 0, 255) truncated to uint8 (official LlamaGen sampler)",
+               "uint8": UINT8[policy.uint8_conversion],
                "generated_images": generated, "resumed_images": done_before, "seconds": round(seconds, 3),
                "images_per_second": round(generated / seconds, 3) if generated else None}
     write_json(out_dir / "sampling.json", summary)
@@ -229,8 +206,8 @@ def _read_shard(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     try:
         with np.load(path) as data:
             return data["images"], data["tokens"], data["labels"]
-    except (OSError, ValueError, KeyError, EOFError) as exc:
-        raise AlignkitError(f"{path}: unreadable shard ({exc}); delete it and run again") from None
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise AlignkitError(f"{path}: unreadable shard ({exc or type(exc).__name__}); delete it and run again") from None
 
 
 def _assemble(out_dir: Path, shard_dir: Path, shards: list[Shard], grid_rows: list[int]) -> Path:

@@ -1,17 +1,10 @@
-"""``alignkit sample``: class-balanced samples of a model as an ADM-format ``.npz`` and a PNG grid.
-
-    alignkit sample runs/my-cca-run --out samples/cca                 # a training run folder
-    alignkit sample my_recipe.toml --checkpoint c2i_L_384.pt --guidance 3.0 --image-size 256
-    alignkit sample --backbone var-d16 --checkpoint var_d16.pth --tokenizer var-vqvae \\
-        --tokenizer-checkpoint vae_ch160v4096z32.pth --guidance 1.5 --top-k 900 --top-p 0.96 --more-smooth
-    alignkit eval --samples samples/cca/samples.npz --ref VIRTUAL_imagenet256_labeled.npz
-
-Interrupted? Run the same command again: finished shards are kept (``alignkit.sample.balanced``).
+"""``alignkit sample``: class-balanced samples of a model as an ADM-format ``.npz`` and a PNG grid; a
+recipe's ``[sample]`` section gives the defaults (the model's official evaluation settings), the
+options override them. Interrupted? Run the same command again: finished shards are kept.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +16,13 @@ from alignkit.api import load_policy, load_tokenizer
 from alignkit.cli.common import console
 from alignkit.engine.build import build_policy, build_tokenizer
 from alignkit.errors import AlignkitError
+from alignkit.files import file_sha256, write_failure
 from alignkit.interfaces import PolicyModel, Tokenizer
 from alignkit.plugins import get_plugins
 from alignkit.recipe import Recipe, load_recipe
-from alignkit.sample.balanced import sample_class_balanced
+from alignkit.sample.options import recipe_sampling
 from alignkit.values import parse_pairs, resolve_device
+from alignkit_sampling.balanced import sample_class_balanced
 
 
 def sample_command(
@@ -47,8 +42,9 @@ def sample_command(
     num_per_class: Annotated[int, typer.Option(help="images per class (the ImageNet protocol: 50)")] = 50,
     classes: Annotated[str | None, typer.Option(help="classes to sample: '0,1,2', '0-99' or a mix (default: all)")]
     = None,
-    guidance: Annotated[float, typer.Option(help="s of the CCA paper's Eq. 2; 0 = guidance-free "
-                                            "(LlamaGen's cfg_scale is 1 + s, VAR's cfg is s)")] = 0.0,
+    guidance: Annotated[float | None, typer.Option(help="s of the CCA paper's Eq. 2; 0 = guidance-free (LlamaGen's "
+                                                   "cfg_scale is 1 + s, VAR's cfg is s); default: [sample], else 0")]
+    = None,
     schedule: Annotated[str | None, typer.Option(help="guidance schedule: constant or linear "
                                                  "(default: the backbone's; LlamaGen constant, VAR linear)")] = None,
     top_k: Annotated[int | None, typer.Option(help="keep the k most likely tokens (0 = off)")] = None,
@@ -63,7 +59,7 @@ def sample_command(
     lambda_: Annotated[float | None, typer.Option("--lambda", help="test-time λ of a model trained with "
                                                   "objective.lambda_range (larger: more fidelity, less diversity, like stronger guidance)")] = None,
     image_size: Annotated[int | None, typer.Option(help="resize to this size (bicubic) before saving, as LlamaGen's "
-                                                   "--image-size-eval (384 -> 256)")] = None,
+                                                   "--image-size-eval (384 -> 256); default: [sample]")] = None,
     batch_size: Annotated[int, typer.Option(help="images per forward pass; part of what the seed means")] = 25,
     seed: Annotated[int, typer.Option(help="global seed; each (class, batch) gets its own generator from it")] = 0,
     out: Annotated[Path | None, typer.Option(help="output folder (default: RUN/samples for a run folder, else "
@@ -71,7 +67,11 @@ def sample_command(
     device: Annotated[str, typer.Option(help="'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1' …")] = "auto",
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="progress bar on stderr")] = True,
 ) -> None:
-    """Sample N images per class (deterministic per-class seeds, resumable) into samples.npz and grid.png."""
+    """Sample N images per class (deterministic per-class seeds, resumable) into samples.npz and grid.png;
+    a recipe's [sample] section (the model's official settings) gives the defaults."""
+    out = out or (source / "samples" if source is not None and source.is_dir() else Path("samples"))
+    if out.exists() and not out.is_dir():
+        raise AlignkitError(f"--out: {out} is a file; give a folder")
     models = load_models(source, checkpoint, backbone, config or [], tokenizer, tokenizer_checkpoint,
                          tokenizer_config or [])
     where = resolve_device(device)
@@ -82,17 +82,23 @@ def sample_command(
         raise AlignkitError(f"cannot use device '{where}': {exc}") from None
     flags = {"schedule": schedule, "top_k": top_k, "top_p": top_p, "temperature": temperature,
              "cfg_interval": cfg_interval, "more_smooth": more_smooth, "lambda_": lambda_}
-    options = {**parse_pairs(option, "--option"), **{k: v for k, v in flags.items() if v is not None}}
+    defaults = {"guidance": 0.0, **models.provenance["recipe_sample_defaults"]}
+    guidance = defaults["guidance"] if guidance is None else guidance
+    image_size = defaults.get("image_size") if image_size is None else image_size
+    options = {**{k: v for k, v in defaults.items() if k not in ("guidance", "image_size")},
+               **parse_pairs(option, "--option"), **{k: v for k, v in flags.items() if v is not None}}
     if "lambda_" in options and not models.policy.supports_lambda:
         raise AlignkitError("--lambda needs a model trained with test-time λ (model.lambda_conditioning = true)")
     if "lambda_" not in options and models.policy.supports_lambda:
         raise AlignkitError("this model was trained with test-time λ (model.lambda_conditioning = true): "
                             "choose the trade-off with --lambda")
-    out = out or (source / "samples" if source is not None and source.is_dir() else Path("samples"))
-    samples = sample_class_balanced(
-        models.policy, models.tokenizer, parse_classes(classes, models.policy.num_classes), num_per_class,
-        out_dir=out, batch_size=batch_size, seed=seed, guidance=guidance, options=options, image_size=image_size,
-        identity=models.identity, provenance=models.provenance, progress=progress)
+    try:
+        samples = sample_class_balanced(
+            models.policy, models.tokenizer, parse_classes(classes, models.policy.num_classes), num_per_class,
+            out_dir=out, batch_size=batch_size, seed=seed, guidance=guidance, options=options, image_size=image_size,
+            identity=models.identity, provenance=models.provenance, progress=progress)
+    except (OSError, RuntimeError) as exc:
+        raise write_failure(exc, out) or exc from None
     summary = json.loads((out / "sampling.json").read_text())
     speed = summary["images_per_second"]
     rate = f"{speed:.1f} images/s" if speed is not None else "every shard was already there"
@@ -106,7 +112,7 @@ def sample_command(
 @dataclass(frozen=True)
 class Models:
     """A policy and its tokenizer, with what identifies their weights (checksums, compared on resume)
-    and where they came from (recorded only)."""
+    and where they came from, the recipe's ``[sample]`` defaults included (recorded only)."""
 
     policy: PolicyModel
     tokenizer: Tokenizer
@@ -142,8 +148,10 @@ def load_models(source: Path | None, checkpoint: Path | None, backbone: str | No
         policy = load_policy(backbone, checkpoint, parse_pairs(config, "--config"), tokenizer=tok)
     identity = {"checkpoint_sha256": file_sha256(checkpoint),
                 "tokenizer_sha256": file_sha256(tokenizer_checkpoint) if tokenizer_checkpoint else None}
+    defaults = recipe_sampling(recipe, policy) if recipe is not None else {}
     provenance = {"source": str(source) if source else None, "backbone": backbone, "checkpoint": str(checkpoint),
-                  "tokenizer": tokenizer, "tokenizer_checkpoint": str(tokenizer_checkpoint or "")}
+                  "tokenizer": tokenizer, "tokenizer_checkpoint": str(tokenizer_checkpoint or ""),
+                  "recipe_sample_defaults": defaults}
     return Models(policy, tok, identity, provenance)
 
 
@@ -195,15 +203,6 @@ def _require_file(path: Path | None, what: str, hint: str = "") -> Path:
     if not Path(path).is_file():
         raise AlignkitError(f"{what} {path} not found{hint}")
     return Path(path)
-
-
-def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
-    """Hex SHA-256 of a file (a 3B checkpoint takes some seconds: it guards a resume against other weights)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ------------------------------------------------------------------------------ parsing
