@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from alignkit.interfaces import PolicyModel, ReferenceModel
-from alignkit.logprobs import sequence_logps
+from alignkit.logprobs import reduce_logps
 
 
 class FrozenReference(ReferenceModel):
@@ -29,4 +29,4 @@ class FrozenReference(ReferenceModel):
     def sequence_logps(self, tokens_BL: Tensor, labels_B: Tensor, reduction: str = "sum") -> Tensor:
         self.model.train(self.train_mode)
         with torch.no_grad():
-            return sequence_logps(self.model(tokens_BL, labels_B), tokens_BL, reduction=reduction)
+            return reduce_logps(self.model(tokens_BL, labels_B, token_logps=True), reduction=reduction)

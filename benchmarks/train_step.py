@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import alignkit.engine.trainer as trainer_module
 from alignkit.engine.trainer import Trainer
 from alignkit.recipe import load_recipe
 
@@ -67,7 +66,7 @@ max_steps = {steps}
 precision = "{precision}"
 
 [output]
-dir = "run"
+dir = "{out}"
 save_every = 100000
 log_every = 1000
 export = []
@@ -103,14 +102,14 @@ def run(name: str, batch: int, steps: int, precision: str) -> dict:
         np.savez(folder / "codes.npz", tokens=rng.integers(0, spec["vocab"], (batch * (steps + 1), spec["seq_len"])),
                  labels=rng.integers(0, 10, batch * (steps + 1)))
         (folder / "recipe.toml").write_text(RECIPE.format(model=spec["model"], tokenizer=spec["tokenizer"], batch=batch,
-                                                          steps=steps + 1, precision=precision))
+                                                          steps=steps + 1, precision=precision,
+                                                          out=folder / "run"))
         trainer = Trainer(load_recipe(folder / "recipe.toml"), show_progress=False)
         timers = Timers(trainer.backend.device)
         backend = trainer.backend
-        for method, label in (("reference_logps", "reference forward"), ("policy_logits", "policy forward"),
+        for method, label in (("reference_logps", "reference forward"), ("policy_logps", "policy forward"),
                               ("backward", "backward"), ("step", "optimiser")):
             setattr(backend, method, timers.wrap(label, getattr(backend, method)))
-        trainer_module.sequence_logps = timers.wrap("log-probs", trainer_module.sequence_logps)
         step_times: list[float] = []
         original = trainer._train_step
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from alignkit import sequence_logps
+from alignkit.logprobs import linear_token_logps, token_logps
 
 
 def naive(logits_BLV, tokens_BL):
@@ -58,3 +59,80 @@ def test_gradient_is_softmax_minus_onehot():
     sequence_logps(logits, tokens).sum().backward()
     expected = torch.nn.functional.one_hot(tokens, 4).float() - torch.softmax(logits.detach(), -1)
     torch.testing.assert_close(logits.grad, expected)
+
+
+# ----------------------------------------------------------------- the fused projection + log-softmax
+
+
+class Projection(torch.nn.Module):
+    """A head whose weights gradcheck can vary (an ``nn.Linear`` interface without its own tensors)."""
+
+    def __init__(self, weight, bias):
+        super().__init__()
+        self.weight, self.bias, self.out_features = weight, bias, weight.shape[0]
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_fused_log_probs_and_gradients_equal_the_logits_path(bias):
+    torch.manual_seed(3)
+    hidden = torch.randn(3, 7, 16, requires_grad=True)
+    head = torch.nn.Linear(16, 50, bias=bias)
+    tokens, weights = torch.randint(50, (3, 7)), torch.randn(3, 7)
+
+    def run(fused):
+        hidden.grad = None
+        head.zero_grad()
+        logp = (linear_token_logps(hidden, head, tokens, chunk_elements=4 * 50) if fused  # 4 tokens a chunk: 6 chunks
+                else token_logps(head(hidden).float(), tokens))
+        (logp * weights).sum().backward()
+        return [logp.detach(), hidden.grad, *(p.grad for p in head.parameters())]
+
+    for fused, plain in zip(run(True), run(False)):
+        torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-6)
+
+
+def test_fused_log_probs_pass_a_gradient_check():
+    torch.manual_seed(4)
+    hidden = torch.randn(2, 3, 4, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    tokens = torch.randint(6, (2, 3))
+    assert torch.autograd.gradcheck(lambda h, w, b: linear_token_logps(h, Projection(w, b), tokens, chunk_elements=12),
+                                    (hidden, weight, bias))
+
+
+def test_fused_log_probs_under_bf16_autocast_follow_the_bf16_projection():
+    torch.manual_seed(5)
+    hidden, head, tokens = torch.randn(2, 9, 32), torch.nn.Linear(32, 300), torch.randint(300, (2, 9))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fused = linear_token_logps(hidden, head, tokens, chunk_elements=5 * 300)
+        plain = token_logps(head(hidden).float(), tokens)
+    torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-5)  # same bf16 logits, fp32 softmax
+
+
+@pytest.mark.parametrize("backbone", ["llamagen", "var"])
+def test_backbones_give_fused_token_log_probs(backbone):
+    """``model(tokens, labels, token_logps=True)`` is the log-softmax of the model's own logits."""
+    torch.manual_seed(6)
+    if backbone == "llamagen":
+        from alignkit_llamagen.model import GPTConfig, LlamaGenGPT
+
+        model = LlamaGenGPT(GPTConfig(dim=32, n_layer=2, n_head=4, vocab_size=64, block_size=16, num_classes=5))
+        tokens = torch.randint(64, (3, 16))
+        torch.nn.init.normal_(model.output.weight, std=0.5)  # LlamaGen zero-initialises its head
+    else:
+        from var_support import tiny
+
+        model = tiny()  # the official fixture's weights (its head is not zero)
+        tokens = torch.randint(model.vocab_size, (3, model.seq_len))
+    labels = torch.tensor([0, 4, 2])
+    model.eval()
+    logp = model(tokens, labels, token_logps=True)
+    logp.sum().backward()
+    fused_grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+    model.zero_grad()
+    plain = token_logps(model(tokens, labels), tokens)
+    plain.sum().backward()
+    torch.testing.assert_close(logp, plain, rtol=1e-5, atol=1e-5)
+    for fused, reference in zip(fused_grads, [p.grad for p in model.parameters() if p.grad is not None]):
+        assert (fused - reference).abs().max() <= 1e-5 * reference.abs().max() + 1e-7  # rounding only

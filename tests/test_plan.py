@@ -174,9 +174,22 @@ def test_activation_checkpointing_lowers_activations(name):
 
 def test_activations_grow_with_the_micro_batch_and_count_the_reference_once(shapes):
     shape = shapes["llamagen-3B"]
-    assert activation_bytes(shape, 8, "bf16") == 2 * activation_bytes(shape, 4, "bf16")
+    assert shape.fused_head  # the logits exist one chunk at a time: a fixed part plus a part per row
+    step = activation_bytes(shape, 8, "bf16") - activation_bytes(shape, 4, "bf16")
+    assert activation_bytes(shape, 12, "bf16") - activation_bytes(shape, 8, "bf16") == step > 0
     assert activation_bytes(shape, 4, "bf16", reference=False) == activation_bytes(shape, 4, "bf16")
     assert activation_bytes(shape, 4, "fp32") > 1.7 * activation_bytes(shape, 4, "bf16")
+
+
+def test_fused_log_probs_shrink_the_planned_activations(shapes):
+    """LlamaGen-B at 256 tokens and V = 16,384: the head's fp32 logits, log-softmax and gradients
+    are 12V bytes a position unfused, against its 12 blocks' saved activations."""
+    import dataclasses
+
+    shape = shapes["llamagen-B"]
+    unfused = dataclasses.replace(shape, fused_head=False)
+    assert activation_bytes(unfused, 8, "bf16") > 1.2 * activation_bytes(shape, 8, "bf16")
+    assert activation_bytes(unfused, 8, "fp32") > 1.05 * activation_bytes(shape, 8, "fp32")  # the blocks weigh more
 
 
 def saved_bytes_per_layer(build, dtype: torch.dtype) -> tuple[float, int]:

@@ -18,7 +18,6 @@ from torch import Tensor
 from alignkit.interfaces import (Backend, Objective, ObjectiveOutput, ObjectiveSpec, PairLogps, Pairs, PairSampler,
                                  PolicyModel, TokenLogits)
 from alignkit.interfaces.objective import POLICY_CONDITIONS
-from alignkit.logprobs import sequence_logps
 from alignkit.sample.tokens import seeded_generator
 
 
@@ -71,8 +70,7 @@ class StepRunner:
         ref_2B = backend.reference_logps(tokens_2BL, labels_2B, reduction) if spec.needs_reference else None
         policy_conditions = {k: torch.cat([v, v]) if negatives else v for k, v in conditions.items()
                              if k in POLICY_CONDITIONS}
-        logp_2B = sequence_logps(backend.policy_logits(tokens_2BL, labels_2B, **policy_conditions), tokens_2BL,
-                                 reduction=reduction)
+        logp_2B = backend.policy_logps(tokens_2BL, labels_2B, reduction, **policy_conditions)
         return PairLogps(pairs, logp_2B[:B], logp_2B[B:] if negatives else None,
                          ref_2B[:B] if ref_2B is not None else None,
                          ref_2B[B:] if (ref_2B is not None and negatives) else None, conditions)

@@ -2,7 +2,7 @@
 
 The trainer drives a backend like this, once per optimiser step::
 
-    for each micro-batch:  logits = backend.policy_logits(tokens, labels)
+    for each micro-batch:  logp   = backend.policy_logps(tokens, labels)   # or policy_logits
                            ref    = backend.reference_logps(tokens, labels)
                            backend.backward(loss)           # the micro-batch's mean loss
     stats = backend.step()                                  # clip, update, schedule, zero grads
@@ -26,6 +26,7 @@ from torch import Tensor
 
 from alignkit.interfaces.component import ComponentSpec
 from alignkit.interfaces.model import PolicyModel, ReferenceModel
+from alignkit.logprobs import reduce_logps
 
 if TYPE_CHECKING:
     from alignkit.recipe import Recipe
@@ -58,10 +59,22 @@ class Backend(ABC):
         """Place the models (the reference's ``model``, when it has one), build the optimiser and the schedule."""
 
     @abstractmethod
+    def policy_forward(self, tokens_BL: Tensor, labels_B: Tensor, *, train_mode: bool = True,
+                       token_logps: bool = False, **conditions: Tensor) -> Tensor:
+        """The policy's forward (with gradients unless disabled by the caller), in train or eval mode,
+        under the configured precision: ``logits_BLV``, or with ``token_logps`` the fp32 ``logp_BL``
+        (``PolicyModel.forward``); ``conditions`` (``lambda_B``) go to it."""
+
     def policy_logits(self, tokens_BL: Tensor, labels_B: Tensor, train_mode: bool = True,
                       **conditions: Tensor) -> Tensor:
-        """The policy's ``logits_BLV`` (with gradients unless disabled by the caller), in train or eval
-        mode, under the configured precision; ``conditions`` (``lambda_B``) go to its forward."""
+        return self.policy_forward(tokens_BL, labels_B, train_mode=train_mode, **conditions)
+
+    def policy_logps(self, tokens_BL: Tensor, labels_B: Tensor, reduction: str = "sum",
+                     **conditions: Tensor) -> Tensor:
+        """The policy's ``logp_B`` in train mode, without materialising its logits where the backbone
+        allows it."""
+        return reduce_logps(self.policy_forward(tokens_BL, labels_B, token_logps=True, **conditions),
+                            reduction=reduction)
 
     @abstractmethod
     def reference_logps(self, tokens_BL: Tensor, labels_B: Tensor, reduction: str = "sum") -> Tensor:

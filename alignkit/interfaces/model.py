@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from alignkit.checkpoints import save_safetensors, save_torch
 from alignkit.errors import AlignkitError
+from alignkit.logprobs import linear_token_logps, token_logps as logits_token_logps
 from alignkit.interfaces.component import ComponentConfig, ComponentSpec
 
 if TYPE_CHECKING:
@@ -88,12 +89,30 @@ class PolicyModel(nn.Module, ABC):
         """Teacher forcing: ``logits_BLV[:, i]`` (float32) is the distribution of ``tokens_BL[:, i]``.
         ``lambda_B`` is only given to models that ``supports_lambda``."""
 
-    def forward(self, tokens_BL: Tensor, labels_B: Tensor, lambda_B: Tensor | None = None) -> Tensor:
-        # Wrappers (DeepSpeed ZeRO-3 gathers parameters in module hooks) need logits to go through
-        # __call__, so forward is logits.
-        if lambda_B is None:
-            return self.logits(tokens_BL, labels_B)
-        return self.logits(tokens_BL, labels_B, lambda_B=lambda_B)
+    def features(self, tokens_BL: Tensor, labels_B: Tensor, lambda_B: Tensor | None = None) -> Tensor:
+        """Teacher forcing up to the output projection: ``h_BLD`` with ``logits(...) ==
+        output_projection()(h_BLD).float()``. Backbones that give both get the fused log-probs."""
+        raise NotImplementedError(f"{type(self).__name__} does not expose its features")
+
+    def output_projection(self) -> nn.Linear | None:
+        """The final ``nn.Linear`` from ``features`` to logits, or ``None`` (log-probs then come from
+        the full logits)."""
+        return None
+
+    def forward(self, tokens_BL: Tensor, labels_B: Tensor, lambda_B: Tensor | None = None, *,
+                token_logps: bool = False) -> Tensor:
+        """``logits_BLV``, or with ``token_logps`` the fp32 ``logp_BL`` of ``tokens_BL`` themselves
+        (fused with the output projection when the backbone exposes it).
+
+        Wrappers (DeepSpeed ZeRO-3 gathers parameters in module hooks) need every pass to go through
+        ``__call__``, so both are ``forward``."""
+        conditions = {} if lambda_B is None else {"lambda_B": lambda_B}
+        if not token_logps:
+            return self.logits(tokens_BL, labels_B, **conditions)
+        head = self.output_projection()
+        if head is None:
+            return logits_token_logps(self.logits(tokens_BL, labels_B, **conditions), tokens_BL)
+        return linear_token_logps(self.features(tokens_BL, labels_B, **conditions), head, tokens_BL)
 
     @abstractmethod
     def generate(self, labels_B: Tensor, *, guidance: float = 0.0, generator: torch.Generator | None = None,

@@ -58,16 +58,20 @@ from dataclasses import dataclass
 import torch
 
 from alignkit.interfaces import ModelShape
+from alignkit.logprobs import CHUNK_ELEMENTS
 from alignkit.recipe import Recipe
 
 GiB = 2**30
 CPU_BUFFER_FACTOR = 1.5
 """DeepSpeed's ``additional_buffer_factor`` on its CPU figures."""
 POLICY_HEAD_BYTES = 12
-"""Per logit at the start of the policy's backward: the saved fp32 log-softmax, the gradient of the
-log-probabilities (``gather``'s backward fills a full (R, S, V) fp32 tensor) and that of the logits."""
+"""Per logit at the start of the policy's backward, for a backbone without fused log-probs: the saved
+fp32 log-softmax, the gradient of the log-probabilities (``gather``'s backward fills a full (R, S, V)
+fp32 tensor) and that of the logits."""
 REFERENCE_HEAD_BYTES = 8
-"""Per logit in the reference's forward: fp32 logits and their log-softmax (no gradients)."""
+"""Per logit in the reference's forward without fused log-probs: fp32 logits and their log-softmax."""
+FUSED_HEAD_POSITION_BYTES = 8
+"""Per position with fused log-probs (``alignkit.logprobs``): the fp32 log-prob and log-sum-exp."""
 ALLREDUCE_CHUNK = 500_000_000
 """``deepspeed.runtime.engine.MEMORY_OPT_ALLREDUCE_SIZE``: stage 0 flattens gradients in chunks of this many."""
 DEEPSPEED_BUCKETS = {"reduce_bucket_size": 500_000_000, "stage3_prefetch_bucket_size": 50_000_000}
@@ -97,6 +101,7 @@ class PlannedModel:
     trainable: int
     largest_layer: int
     shape: ModelShape
+    fused_head: bool = False  # log-probs fused with the output projection: logits exist one chunk at a time
 
     @property
     def checkpointing(self) -> bool:
@@ -159,7 +164,7 @@ def model_shape(recipe: Recipe) -> PlannedModel:
     params = list(model.parameters())  # shared parameters once, as DeepSpeed counts them
     largest = max(sum(p.numel() for p in m.parameters(recurse=False)) for m in model.modules())
     return PlannedModel(params=sum(p.numel() for p in params), trainable=sum(p.numel() for p in params if p.requires_grad),
-                        largest_layer=largest, shape=model.shape())
+                        largest_layer=largest, shape=model.shape(), fused_head=model.output_projection() is not None)
 
 
 # ------------------------------------------------------------------------------ the parts
@@ -227,15 +232,25 @@ def activation_bytes(model: PlannedModel, rows: int, precision: str, reference: 
     The reference runs first, without gradients, and frees everything before the policy's forward:
     its peak is one block plus its fp32 logits and log-softmax (``layer + 8V``), counted against the
     policy's as a maximum, not a sum.
+
+    With fused log-probs (``PlannedModel.fused_head``) the logits exist one chunk of
+    ``CHUNK_ELEMENTS`` at a time: per position only the log-prob, its log-sum-exp and the features'
+    gradient (``8 + 4D``) remain, plus one chunk's logits, their fp32 copy and gradient
+    (``CHUNK_ELEMENTS · (8 + 2c)``; the reference's forward ``CHUNK_ELEMENTS · (8 + c)``) once.
     """
     shape, c = model.shape, 2 if precision == "bf16" else 4
     D, V, per_row = shape.width, shape.vocab, rows * shape.seq_len
     layer = shape.block_activation_bytes(c)
     saved = shape.layers * (c * D if shape.checkpointing else layer)
-    backward = max(POLICY_HEAD_BYTES * V, layer * (2 if shape.checkpointing else 1))
-    policy = saved + 8 * D + 3 * c * D + backward
-    frozen = (layer + REFERENCE_HEAD_BYTES * V) if reference else 0
-    return per_row * max(policy, frozen)
+    if model.fused_head:
+        head, head_once = FUSED_HEAD_POSITION_BYTES + 4 * D, CHUNK_ELEMENTS * (8 + 2 * c)
+        frozen_head, frozen_once = 0, CHUNK_ELEMENTS * (8 + c)
+    else:
+        head, head_once, frozen_head, frozen_once = POLICY_HEAD_BYTES * V, 0, REFERENCE_HEAD_BYTES * V, 0
+    backward = max(head, layer * (2 if shape.checkpointing else 1))
+    policy = per_row * (saved + 8 * D + 3 * c * D + backward) + head_once
+    frozen = per_row * (layer + frozen_head) + frozen_once if reference else 0
+    return max(policy, frozen)
 
 
 def buffer_bytes(setting: Setting, work: Workload) -> int:

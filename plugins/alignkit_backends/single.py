@@ -41,11 +41,11 @@ class SingleProcess(Backend):
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(optim, total_steps))
         self.params = [p for group in self.optimizer.param_groups for p in group["params"]]
 
-    def policy_logits(self, tokens_BL: Tensor, labels_B: Tensor, train_mode: bool = True,
-                      **conditions: Tensor) -> Tensor:
+    def policy_forward(self, tokens_BL: Tensor, labels_B: Tensor, *, train_mode: bool = True,
+                       token_logps: bool = False, **conditions: Tensor) -> Tensor:
         self.policy.train(train_mode)
         with autocast(self.device, self.precision):
-            return self.policy(tokens_BL, labels_B, **conditions)
+            return self.policy(tokens_BL, labels_B, token_logps=token_logps, **conditions)
 
     def reference_logps(self, tokens_BL: Tensor, labels_B: Tensor, reduction: str = "sum") -> Tensor:
         if self.reference is None:

@@ -70,6 +70,16 @@ def _merged(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _register_head(model: torch.nn.Module) -> None:
+    """The fused log-probs use the output projection's weights inside the model's forward without
+    calling the projection module: ZeRO-3 must gather them with the model's own parameters."""
+    import deepspeed
+
+    head = model.output_projection() if isinstance(model, PolicyModel) else None
+    for param in head.parameters() if head is not None else ():
+        deepspeed.zero.register_external_parameter(model, param)
+
+
 class DeepSpeedBackend(Backend):
     def __init__(self, config: DeepSpeedConfig, recipe: Recipe):
         super().__init__(recipe)
@@ -123,6 +133,8 @@ class DeepSpeedBackend(Backend):
             client_optimizer = torch.optim.AdamW(groups, lr=optim.lr, betas=optim.betas, eps=optim.eps)
         factor = lr_factor(optim, total_steps)
         self.policy_module = policy
+        if self.config.zero_stage == 3:
+            _register_head(policy)
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=policy, optimizer=client_optimizer, model_parameters=None if client_optimizer else groups,
             config=ds, lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, factor))
@@ -137,6 +149,7 @@ class DeepSpeedBackend(Backend):
                                     "parameter and the policy's shards would have to be copied into the "
                                     "reference's. Use zero_stage = 1 or 2 (the reference is then a replica)")
             if self.config.zero_stage == 3:
+                _register_head(reference.model)
                 ref_ds = {k: v for k, v in ds.items() if k not in ("optimizer", "gradient_clipping")}
                 ref_ds["zero_optimization"] = {"stage": 3, **({"offload_param": ds["zero_optimization"]["offload_param"]}
                                                               if self.config.offload_params else {})}
@@ -146,10 +159,10 @@ class DeepSpeedBackend(Backend):
                 reference.model.to(self.device, dtype)
         self._lr = optim.lr
 
-    def policy_logits(self, tokens_BL: Tensor, labels_B: Tensor, train_mode: bool = True,
-                      **conditions: Tensor) -> Tensor:
+    def policy_forward(self, tokens_BL: Tensor, labels_B: Tensor, *, train_mode: bool = True,
+                       token_logps: bool = False, **conditions: Tensor) -> Tensor:
         self.engine.train(train_mode)
-        return self.engine(tokens_BL, labels_B, **conditions)
+        return self.engine(tokens_BL, labels_B, token_logps=token_logps, **conditions)
 
     def reference_logps(self, tokens_BL: Tensor, labels_B: Tensor, reduction: str = "sum") -> Tensor:
         if self.reference is None:

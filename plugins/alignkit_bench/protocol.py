@@ -76,6 +76,8 @@ class Protocol:
         with self.progress:
             self.task = self.progress.add_task("", total=self.total_units(base_job is None))
             self.stage("base model + classifier", "pretraining" if base_job else "cached")
+            where = b.base.weights.parent.parent
+            b.console.print(f"base model: pretraining into {where}" if base_job else f"base model: cached at {where}")
             running = self.pool.submit(base_job) if base_job else None
             extractor = self.timed("classifier", b.classifier)
             b.inception_extractor = b.setup_inception()

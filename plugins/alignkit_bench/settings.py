@@ -45,6 +45,7 @@ class BenchSettings:
     train_images: int | None  # None: the whole training split
     samples_per_class: int
     classifier_epochs: int
+    batch_size: int | None = None  # None: the recipes' 64
     candidates: int = 4  # the first k of each knob's candidates (evenly spread when fewer)
     seeds: int = 3
     sample_batch: int = 100
@@ -66,6 +67,6 @@ class BenchSettings:
 DEFAULT = BenchSettings(suite="mnist", base_epochs=12, finetune_steps=None, train_images=None, samples_per_class=50,
                         classifier_epochs=4)
 
-QUICK = BenchSettings(suite="mnist-quick", base_epochs=10, finetune_steps=6, train_images=1000, samples_per_class=10,
-                      classifier_epochs=1, candidates=2, seeds=2, sample_batch=50, inception_images=0,
+QUICK = BenchSettings(suite="mnist-quick", base_epochs=3, finetune_steps=6, train_images=1000, samples_per_class=8,
+                      classifier_epochs=1, batch_size=16, candidates=2, seeds=2, sample_batch=50, inception_images=0,
                       lambda_test_time=(0.3, 3.0))

@@ -146,6 +146,8 @@ class Bench:
                f"tokenizer.seed={self.split_seed}", *splits]
         if s.train_images:
             out.append(f"data.max_images={len(self.splits.train.labels)}")
+        if s.batch_size:
+            out.append(f"optim.batch_size={s.batch_size}")
         if self.backbone == "llamagen":
             out.append(f"model.block_size={grid * grid}")
         else:

@@ -105,6 +105,10 @@ class LlamaGenGPT(PolicyModel):
         with ``S = block_size`` it also equals the official full-length eval forward. (``forward`` is
         ``logits``, as for every ``PolicyModel``.)
         """
+        return self.output(self.full_features(tokens_BS, labels_B, lambda_B)).float()
+
+    def full_features(self, tokens_BS: Tensor, labels_B: Tensor, lambda_B: Tensor | None = None) -> Tensor:
+        """The normed hidden states ``(B, 1 + S, D)`` that ``output`` projects to ``full_logits``."""
         S = tokens_BS.shape[1] + self.config.cls_token_num
         if S > self.freqs_cis.shape[0]:
             raise ValueError(f"{tokens_BS.shape[1]} input tokens exceed block_size {self.config.block_size}")
@@ -117,11 +121,17 @@ class LlamaGenGPT(PolicyModel):
                 h_BSD = checkpoint(layer, h_BSD, rope, use_reentrant=False)
             else:
                 h_BSD = layer(h_BSD, rope)
-        return self.output(self.norm(h_BSD)).float()
+        return self.norm(h_BSD)
 
     def logits(self, tokens_BL: Tensor, labels_B: Tensor, lambda_B: Tensor | None = None) -> Tensor:
         """Teacher forcing on ``[cls, z_0 .. z_{L-2}]``: ``logits_BLV[:, i]`` predicts ``tokens_BL[:, i]``."""
         return self.full_logits(tokens_BL[:, :-1], labels_B, lambda_B)
+
+    def features(self, tokens_BL: Tensor, labels_B: Tensor, lambda_B: Tensor | None = None) -> Tensor:
+        return self.full_features(tokens_BL[:, :-1], labels_B, lambda_B)
+
+    def output_projection(self) -> nn.Linear:
+        return self.output
 
     def decode_step(self, h_B1D: Tensor, cache: KVCache) -> Tensor:
         """Run the embeddings of the next position (class token or previous image token) through the

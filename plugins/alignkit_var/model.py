@@ -161,6 +161,12 @@ class VAR(PolicyModel):
         """``logits_BLV`` (fp32) of every position given the concatenated multi-scale ids."""
         return self.forward_var_input(labels_B, self.teacher_forcing_input(tokens_BL), lambda_B)
 
+    def features(self, tokens_BL: Tensor, labels_B: Tensor, lambda_B: Tensor | None = None) -> Tensor:
+        return self.forward_var_input(labels_B, self.teacher_forcing_input(tokens_BL), lambda_B, features=True)
+
+    def output_projection(self) -> nn.Linear:
+        return self.head
+
     def condition(self, labels_B: Tensor, lambda_B: Tensor | None = None) -> Tensor:
         """``cond_BD``: the class embedding (first token and AdaLN condition), plus the λ embedding
         of a λ-conditioned model."""
@@ -177,9 +183,11 @@ class VAR(PolicyModel):
                 return self.quantizer.var_input(self.quantizer.split(unique_BL))[inverse_B]
         return self.quantizer.var_input(self.quantizer.split(tokens_BL))
 
-    def forward_var_input(self, labels_B: Tensor, x_BLCv_wo_first_l: Tensor, lambda_B: Tensor | None = None) -> Tensor:
+    def forward_var_input(self, labels_B: Tensor, x_BLCv_wo_first_l: Tensor, lambda_B: Tensor | None = None,
+                          features: bool = False) -> Tensor:
         """The official ``VAR.forward`` without label dropout: ``(B, ed, V)`` fp32 logits, where ``ed``
-        is ``first_l`` plus the length of ``x_BLCv_wo_first_l`` (a prefix of whole scales)."""
+        is ``first_l`` plus the length of ``x_BLCv_wo_first_l`` (a prefix of whole scales); with
+        ``features``, what ``head`` projects to them."""
         B, ed = labels_B.shape[0], self.first_l + x_BLCv_wo_first_l.shape[1]
         if ed not in self.scale_ends:
             raise ValueError(f"x_BLCv_wo_first_l covers {ed} positions, not a whole number of scales "
@@ -196,7 +204,7 @@ class VAR(PolicyModel):
         cond = self.shared_ada_lin(cond_BD).to(dtype)
         attn_bias = self.attn_bias_for_masking[:, :, :ed, :ed].to(dtype)
         x_BLC = self.run_blocks(x_BLC.to(dtype), cond, attn_bias)
-        return self.head_logits(x_BLC, cond_BD)
+        return self.head_features(x_BLC, cond_BD) if features else self.head_logits(x_BLC, cond_BD)
 
     def run_blocks(self, x_BLC: Tensor, cond: Tensor, attn_bias: Tensor | None,
                    caches: list[KVCache] | None = None) -> Tensor:
@@ -215,7 +223,10 @@ class VAR(PolicyModel):
 
     def head_logits(self, x_BLC: Tensor, cond_BD: Tensor) -> Tensor:
         """fp32 logits; the final AdaLN runs in fp32 as officially, the head in the weights' dtype."""
-        return self.head(self.head_nm(x_BLC.float(), cond_BD).to(self.head.weight.dtype)).float()
+        return self.head(self.head_features(x_BLC, cond_BD)).float()
+
+    def head_features(self, x_BLC: Tensor, cond_BD: Tensor) -> Tensor:
+        return self.head_nm(x_BLC.float(), cond_BD).to(self.head.weight.dtype)
 
     # ------------------------------------------------------------------ generation
 

@@ -1,0 +1,102 @@
+"""Activation memory of a CCA step's log-probs: the full logits (``log_softmax`` of ``B×L×V`` fp32, what
+the official CCA trainers and alignkit before the fusion compute) against the fused projection +
+log-softmax + gather of ``alignkit.logprobs`` (logits one chunk at a time, recomputed in backward).
+
+One CCA micro-batch of LlamaGen-B (111M, 576 tokens, V = 16,384) on the CPU in fp32: the reference's
+forward on the 2B rows without gradients, then the policy's forward and backward. Each variant runs
+in its own process; its activation memory is the process's peak RSS minus its RSS just before the
+step (the models, their gradients and the batch are allocated and touched first).
+
+    python benchmarks/logps_memory.py                    # LlamaGen-B, micro-batch 8 (16 rows)
+    python benchmarks/logps_memory.py --quick            # a small model, seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+
+VARIANTS = ("full logits", "fused")
+
+
+def rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def one(variant: str, backbone: str, config: dict, batch: int, threads: int) -> dict:
+    import copy
+
+    import alignkit
+    from alignkit.logprobs import token_logps
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    policy = alignkit.load_policy(backbone, config=config)
+    policy.train()
+    reference = copy.deepcopy(policy).requires_grad_(False)
+    rows = 2 * batch  # every image under its positive and its negative label
+    tokens = torch.randint(0, policy.vocab_size, (rows, policy.seq_len))
+    labels = torch.randint(0, policy.num_classes, (rows,))
+    for p in policy.parameters():  # the gradients exist before the step, as in training after step 1
+        p.grad = torch.zeros_like(p)
+
+    def logps(model):
+        if variant == "fused":
+            return model(tokens, labels, token_logps=True).sum(-1)
+        return token_logps(model(tokens, labels), tokens).sum(-1)
+
+    before = rss_mib()
+    start = time.perf_counter()
+    with torch.no_grad():
+        ref = logps(reference)
+    logp = logps(policy)
+    r_pos, r_neg = (logp - ref).chunk(2)
+    loss = -(torch.nn.functional.logsigmoid(0.02 * r_pos) + torch.nn.functional.logsigmoid(-0.02 * r_neg)).mean()
+    loss.backward()
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"variant": variant, "activation_mib": peak - before, "seconds": seconds,
+            "params_m": sum(p.numel() for p in policy.parameters()) / 1e6, "loss": loss.item()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, default=8, help="micro-batch (images); 2× rows go through each model")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--quick", action="store_true", help="a 4-layer 256-wide LlamaGen with 256 tokens")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    backbone, config = "llamagen-B", {}
+    if args.quick:
+        backbone, config = "llamagen", {"dim": 256, "n_layer": 4, "n_head": 4, "vocab_size": 16384,
+                                        "block_size": 256, "num_classes": 10}
+    if args.child:
+        print(json.dumps(one(args.child, backbone, config, args.batch, args.threads)))
+        return
+    results = {}
+    for variant in VARIANTS:
+        out = subprocess.run([sys.executable, __file__, "--child", variant, "--batch", str(args.batch),
+                              "--threads", str(args.threads), *(["--quick"] if args.quick else [])],
+                             capture_output=True, text=True, check=True)
+        results[variant] = json.loads(out.stdout.strip().splitlines()[-1])
+    full, fused = results["full logits"], results["fused"]
+    print(f"CCA step log-probs, {backbone} ({full['params_m']:.0f}M), micro-batch {args.batch} "
+          f"({2 * args.batch} rows through policy and reference), fp32, CPU, {args.threads} threads")
+    for r in (full, fused):
+        print(f"  {r['variant']:>12}: activation peak {r['activation_mib']:7.0f} MiB, step {r['seconds']:6.1f} s, "
+              f"loss {r['loss']:.6f}")
+    ratio = full["activation_mib"] / max(fused["activation_mib"], 1e-9)
+    verdict = "target met" if ratio >= 2 else "TARGET MISSED"
+    print(f"  activation memory: ×{ratio:.2f} less with the fusion (target ≥ ×2: {verdict}); "
+          f"time ×{full['seconds'] / fused['seconds']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
