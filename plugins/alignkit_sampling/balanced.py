@@ -8,8 +8,13 @@ batch size and the device type are part of the determinism (kernels sum in a sha
 
 **Resuming.** Shards are written atomically to ``out_dir/shards/``; a rerun skips those present. The
 settings that decide the images (batch size, images per class, seed, guidance, options, output size,
-device type, the model's identity) are kept in ``shards/settings.json``, and a rerun with other settings
-is refused rather than mixing two distributions. The classes requested are not among them.
+precision, device type, the model's identity) are kept in ``shards/settings.json``, and a rerun with
+other settings is refused rather than mixing two distributions. The classes requested and the number
+of processes are not among them.
+
+**Processes.** Several processes (``processes.Ranks``) share the missing shards round-robin; since a
+shard's images depend on its own seed only, the ``.npz`` is the same bit for bit on one process or
+many (on one device type). Rank 0 assembles the output once every shard is written.
 
 **Output.** ``samples.npz`` (``arr_0`` uint8 ``(N, H, W, 3)`` in class order, by the backbone's
 conversion; ``labels``, ``tokens``), ``grid.png`` (a row per class), ``sampling.json`` (every setting,
@@ -38,9 +43,12 @@ from alignkit.errors import AlignkitError
 from alignkit.files import write_json, write_npz
 from alignkit.interfaces import PolicyModel, SamplingOptions, Tokenizer
 from alignkit_sampling.images import UINT8, grid_classes, to_uint8_nhwc, write_grid
+from alignkit_sampling.numerics import check_precision, numerics
+from alignkit_sampling.processes import Ranks
 from alignkit.sample.npz import write_samples
 from alignkit.sample.options import sampling_options
 from alignkit.sample.tokens import seeded_generator
+
 SHARD_DIR = "shards"
 SETTINGS_FILE = "settings.json"
 SHARD_FORMAT = 1
@@ -67,14 +75,16 @@ def plan_shards(classes: Iterable[int], num_per_class: int, batch_size: int) -> 
 
 
 def _sample_shard(policy: PolicyModel, tokenizer: Tokenizer, shard: Shard, seed: int, guidance: float,
-                  options: SamplingOptions, image_size: int | None) -> tuple[np.ndarray, np.ndarray]:
+                  options: SamplingOptions, image_size: int | None,
+                  precision: str) -> tuple[np.ndarray, np.ndarray]:
     """One shard's uint8 ``images_NHWC`` and int64 ``tokens_NL``, from its own generator."""
     device = next(policy.parameters()).device
     generator = seeded_generator(seed, shard.label, shard.chunk, device=device)
     labels_B = torch.full((shard.count,), shard.label, dtype=torch.int64, device=device)
     with torch.no_grad():
-        tokens_BL, images_B3HW = policy.generate_images(labels_B, tokenizer, guidance=guidance, generator=generator,
-                                                        **options.model_dump())
+        with numerics(precision, device):
+            tokens_BL, images_B3HW = policy.generate_images(labels_B, tokenizer, guidance=guidance,
+                                                            generator=generator, **options.model_dump())
         return (to_uint8_nhwc(images_B3HW, image_size, policy.uint8_conversion),
                 tokens_BL.to("cpu", torch.int64).numpy())
 
@@ -88,7 +98,7 @@ def _check_settings(shard_dir: Path, settings: dict[str, Any]) -> bool:
                                 "delete the folder or use another output folder")
         return False
     try:
-        stored = json.loads(path.read_text())
+        stored = {"precision": "fp32", **json.loads(path.read_text())}  # folders from before --precision: fp32
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise AlignkitError(f"{path}: unreadable ({exc}); delete {shard_dir} or use another output folder") from None
     changed = [f"{key} {stored.get(key)!r} -> {settings.get(key)!r}" for key in sorted(set(stored) | set(settings))
@@ -117,8 +127,9 @@ def _progress(enabled: bool) -> Progress:
 
 
 def _check_request(policy: PolicyModel, tokenizer: Tokenizer, classes: list[int], num_per_class: int,
-                   batch_size: int, seed: int, guidance: float, image_size: int | None) -> None:
+                   batch_size: int, seed: int, guidance: float, image_size: int | None, precision: str) -> None:
     """An ``AlignkitError`` for the first argument that cannot work."""
+    check_precision(precision)
     if not classes:
         raise AlignkitError("no classes to sample")
     if classes[0] < 0 or classes[-1] >= policy.num_classes:
@@ -142,9 +153,9 @@ def sample_class_balanced(policy: PolicyModel, tokenizer: Tokenizer, classes: It
                           out_dir: str | os.PathLike, batch_size: int = 25, seed: int = 0, guidance: float = 0.0,
                           options: Mapping[str, Any] | SamplingOptions | None = None, image_size: int | None = None,
                           identity: dict[str, Any] | None = None, provenance: dict[str, Any] | None = None,
-                          progress: bool = True) -> Path:
+                          precision: str = "fp32", ranks: Ranks | None = None, progress: bool = True) -> Path:
     """Sample ``num_per_class`` images of each class into ``out_dir`` (see the module docstring);
-    returns the path of ``samples.npz``.
+    returns the path of ``samples.npz`` (which rank 0 writes).
 
     - ``guidance``: s of the paper's Eq. 2 (0 = guidance-free); ``options``: the backbone's sampling
       options (``PolicyModel.sampling_options``: ``top_k``, ``cfg_interval``, ``more_smooth`` …); what
@@ -152,16 +163,21 @@ def sample_class_balanced(policy: PolicyModel, tokenizer: Tokenizer, classes: It
     - ``image_size``: resize the decoded images (bicubic) before the uint8 conversion.
     - ``identity``: what the weights are (e.g. checkpoint checksums); part of the resume check.
       ``provenance`` (e.g. file paths) is only recorded in ``sampling.json``.
+    - ``precision``: ``fp32``, ``bf16`` or ``tf32`` (``numerics``).
+    - ``ranks``: this process among several that sample together (started here after the checks,
+      stopped by the caller); default: one process. Only rank 0 shows progress, counting every
+      process's images.
 
     The policy samples on its own device; generators live there too.
     """
+    ranks = ranks or Ranks()
     classes = sorted(set(int(c) for c in classes))
-    _check_request(policy, tokenizer, classes, num_per_class, batch_size, seed, guidance, image_size)
+    _check_request(policy, tokenizer, classes, num_per_class, batch_size, seed, guidance, image_size, precision)
     chosen = sampling_options(policy, options)
     settings = json.loads(json.dumps({
         "format": SHARD_FORMAT, "num_per_class": num_per_class, "batch_size": batch_size, "seed": seed,
         "guidance": guidance, "options": chosen.model_dump(exclude_unset=True), "image_size": image_size,
-        "device_type": next(policy.parameters()).device.type,
+        "precision": precision, "device_type": next(policy.parameters()).device.type,
         "model": {"policy": type(policy).__name__, **(identity or {})}}, default=str))
     if policy.uint8_conversion != "round":  # recorded only when not the first one, so older shards stay usable
         settings["uint8"] = policy.uint8_conversion
@@ -173,20 +189,30 @@ def sample_class_balanced(policy: PolicyModel, tokenizer: Tokenizer, classes: It
     pending = [s for s in shards if not (shard_dir / s.file).is_file()]
     total = sum(s.count for s in shards)
     done_before = total - sum(s.count for s in pending)
-    generated, seconds = 0, 0.0
-    with _progress(progress) as bar:
+    ranks.start()
+    mine = pending[ranks.rank::ranks.world_size]
+    generated, seconds, began = 0, 0.0, time.perf_counter()
+    with _progress(progress and ranks.is_main) as bar:
         task = bar.add_task("sampling", total=total, completed=done_before, speed="…")
-        for shard in pending:
-            start = time.perf_counter()
-            images_NHWC, tokens_NL = _sample_shard(policy, tokenizer, shard, seed, guidance, chosen, image_size)
-            if not recorded:  # only once a batch went through, so a rejected option leaves no trace
-                write_json(shard_dir / SETTINGS_FILE, settings)
-                recorded = True
-            write_npz(shard_dir / shard.file, images=images_NHWC, tokens=tokens_NL,
-                      labels=np.full(shard.count, shard.label, np.int64))
-            seconds += time.perf_counter() - start
-            generated += shard.count
-            bar.update(task, advance=shard.count, speed=f"{generated / seconds:.1f}")
+        for round_ in range(math.ceil(len(pending) / ranks.world_size)):
+            count = 0
+            if round_ < len(mine):
+                shard = mine[round_]
+                images_NHWC, tokens_NL = _sample_shard(policy, tokenizer, shard, seed, guidance, chosen, image_size,
+                                                       precision)
+                if not recorded:  # only once a batch went through, so a rejected option leaves no trace
+                    write_json(shard_dir / SETTINGS_FILE, settings)
+                    recorded = True
+                write_npz(shard_dir / shard.file, images=images_NHWC, tokens=tokens_NL,
+                          labels=np.full(shard.count, shard.label, np.int64))
+                count = shard.count
+            # Every process closes every round here, after writing its shard: the last round is the
+            # barrier before rank 0 assembles.
+            done = ranks.sum(count)
+            generated, seconds = generated + done, time.perf_counter() - began
+            bar.update(task, advance=done, speed=f"{generated / seconds:.1f}")
+    if not ranks.is_main:
+        return out_dir / "samples.npz"
 
     rows = grid_classes(classes)
     samples = _assemble(out_dir, shard_dir, shards, rows)
@@ -196,6 +222,7 @@ def sample_class_balanced(policy: PolicyModel, tokenizer: Tokenizer, classes: It
                "seeding": "one torch.Generator per (class, chunk of batch_size images), seeded from "
                           "numpy SeedSequence((seed, class, chunk))",
                "uint8": UINT8[policy.uint8_conversion],
+               "world_size": ranks.world_size,
                "generated_images": generated, "resumed_images": done_before, "seconds": round(seconds, 3),
                "images_per_second": round(generated / seconds, 3) if generated else None}
     write_json(out_dir / "sampling.json", summary)

@@ -1,11 +1,13 @@
 """``alignkit sample``: class-balanced samples of a model as an ADM-format ``.npz`` and a PNG grid; a
 recipe's ``[sample]`` section gives the defaults (the model's official evaluation settings), the
-options override them. Interrupted? Run the same command again: finished shards are kept.
+options override them. Interrupted? Run the same command again: finished shards are kept. Several
+processes (``--nproc-per-node``, or torchrun) share the shards and write the same file as one.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,11 +23,14 @@ from alignkit.interfaces import PolicyModel, Tokenizer
 from alignkit.plugins import get_plugins
 from alignkit.recipe import Recipe, load_recipe
 from alignkit.sample.options import recipe_sampling
-from alignkit.values import parse_pairs, resolve_device
+from alignkit.values import parse_pairs
 from alignkit_sampling.balanced import sample_class_balanced
+from alignkit_sampling.numerics import PRECISIONS, check_precision
+from alignkit_sampling.processes import Ranks, launch
 
 
 def sample_command(
+    ctx: typer.Context,
     source: Annotated[Path | None, typer.Argument(help="training run folder (runs/NAME: recipe.toml + final/model.pt) "
                                                   "or recipe TOML; omit to name the model with --backbone")] = None,
     checkpoint: Annotated[Path | None, typer.Option(help="policy weights (default: the run's final/model.pt, else "
@@ -64,17 +69,34 @@ def sample_command(
     seed: Annotated[int, typer.Option(help="global seed; each (class, batch) gets its own generator from it")] = 0,
     out: Annotated[Path | None, typer.Option(help="output folder (default: RUN/samples for a run folder, else "
                                              "./samples)")] = None,
-    device: Annotated[str, typer.Option(help="'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1' …")] = "auto",
-    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="progress bar on stderr")] = True,
+    device: Annotated[str, typer.Option(help="'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1' …; several "
+                                        "processes use cuda:LOCAL_RANK each")] = "auto",
+    precision: Annotated[str, typer.Option(help=f"{', '.join(PRECISIONS)}: fp32 as always; bf16 runs the model and "
+                                           "decoder under torch.autocast; tf32 allows TensorFloat-32 on GPUs (on the "
+                                           "CPU it changes nothing). Part of the settings")] = "fp32",
+    nproc_per_node: Annotated[int, typer.Option(min=1, help="processes on this machine, one per GPU; each samples "
+                                                "its share of the shards, the .npz is the same as one process's")] = 1,
+    nnodes: Annotated[int, typer.Option(min=1, help="machines; run the same command on each")] = 1,
+    rdzv_endpoint: Annotated[str | None, typer.Option(help="with --nnodes > 1: HOST:PORT where the machines meet "
+                                                      "(the same on every machine)")] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="progress bar on stderr (rank 0's, "
+                                           "counting every process)")] = True,
 ) -> None:
     """Sample N images per class (deterministic per-class seeds, resumable) into samples.npz and grid.png;
     a recipe's [sample] section (the model's official settings) gives the defaults."""
+    check_precision(precision)
     out = out or (source / "samples" if source is not None and source.is_dir() else Path("samples"))
     if out.exists() and not out.is_dir():
         raise AlignkitError(f"--out: {out} is a file; give a folder")
+    if nproc_per_node > 1 or nnodes > 1:
+        if "WORLD_SIZE" in os.environ:
+            raise AlignkitError("--nproc-per-node and --nnodes start processes; under torchrun (WORLD_SIZE is set) "
+                                "leave them out")
+        raise typer.Exit(launch(ctx, nproc_per_node, nnodes, rdzv_endpoint))
+    ranks = Ranks.from_env(device)
     models = load_models(source, checkpoint, backbone, config or [], tokenizer, tokenizer_checkpoint,
                          tokenizer_config or [])
-    where = resolve_device(device)
+    where = ranks.device
     try:
         models.policy.to(where)
         models.tokenizer.to(where)
@@ -96,9 +118,19 @@ def sample_command(
         samples = sample_class_balanced(
             models.policy, models.tokenizer, parse_classes(classes, models.policy.num_classes), num_per_class,
             out_dir=out, batch_size=batch_size, seed=seed, guidance=guidance, options=options, image_size=image_size,
-            identity=models.identity, provenance=models.provenance, progress=progress)
+            identity=models.identity, provenance=models.provenance, precision=precision, ranks=ranks,
+            progress=progress)
+    except AlignkitError as exc:
+        raise ranks.report(exc) from None
     except (OSError, RuntimeError) as exc:
-        raise write_failure(exc, out) or exc from None
+        failure = write_failure(exc, out)
+        if failure is None:
+            raise
+        raise ranks.report(failure) from None
+    finally:
+        ranks.stop()
+    if not ranks.is_main:
+        return
     summary = json.loads((out / "sampling.json").read_text())
     speed = summary["images_per_second"]
     rate = f"{speed:.1f} images/s" if speed is not None else "every shard was already there"
