@@ -95,6 +95,7 @@ def test_every_row_gets_the_same_budget_and_the_lowest_validation_fid_is_chosen(
         values = [c["value"] for c in entry["candidates"]]
         assert values == list(QUICK.knob_candidates(row, "llamagen")) and len(values) == QUICK.candidates
         assert entry["chosen"] == min(entry["candidates"], key=lambda c: c["validation_fid"])["value"]
+        assert entry["at_edge"] == (entry["chosen"] in (min(values), max(values)))
     rows = {r["name"]: r for r in quick["results"]["rows"]}
     assert rows["cca"]["setting"] == selection["cca"]["chosen"]
     assert rows["base+cfg"]["guidance"] == selection["base+cfg"]["chosen"]

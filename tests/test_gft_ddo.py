@@ -76,8 +76,11 @@ def test_gft_at_beta_one_trains_exactly_as_mle(tmp_path):
     np.testing.assert_allclose(losses["gft"], losses["mle"], rtol=1e-6)
     gft, mle = (alignkit.load_policy("llamagen", tmp_path / n / "run" / "final" / "model.safetensors",
                                      {**TINY, "token_dropout_p": 0.1}) for n in ("gft", "mle"))
+    # MLE reads its log-probs through the fused projection + log-softmax, GFT through full logits: the
+    # gradients agree to rounding, which Adam's normalised step can amplify where a gradient is near zero.
+    # A step moves a weight by about lr (3e-3), so 1% of it still tells a different objective apart.
     for (key, a), b in zip(gft.state_dict().items(), mle.state_dict().values()):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7, msg=key)
+        torch.testing.assert_close(a, b, rtol=0, atol=3e-5, msg=key)
 
 
 def test_gft_beta_input_needs_a_lambda_conditioned_model(tmp_path):

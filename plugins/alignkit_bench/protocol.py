@@ -149,7 +149,9 @@ class Protocol:
         self.selection.append({"row": row, "knob": KNOBS[row].name, "key": KNOBS[row].key,
                                "candidates": [{"value": v, "validation_fid": r["fid"], "validation_kid": r["kid"]}
                                               for v, r in scored.items()], "chosen": chosen,
-                               "criterion": "lowest validation FID (fine-tuning seed 0, validation sampling seed)"})
+                               "criterion": "lowest validation FID (fine-tuning seed 0, validation sampling seed)",
+                               # the best setting may lie beyond the grid: say so rather than hide it
+                               "at_edge": len(scored) > 1 and chosen in (min(scored), max(scored))})
 
     # ------------------------------------------------------------------------------ report
 

@@ -70,15 +70,15 @@ def table(results: dict[str, Any]) -> Table:
 
 
 def selection_table(results: dict[str, Any]) -> Table:
-    t = Table(title="selection on the validation split (validation FID of each candidate; chosen in bold)",
-              title_justify="left")
+    t = Table(title="selection on the validation split (validation FID of each candidate; chosen in bold; "
+                    "edge: the chosen value ends the grid, so a better one may lie beyond it)", title_justify="left")
     t.add_column("row", no_wrap=True)
     t.add_column("knob", no_wrap=True)
     t.add_column("candidates: validation FID", overflow="fold")
     for entry in results["selection"]:
         text = ", ".join((f"[bold]{c['value']:g}: {c['validation_fid']:.2f}[/]" if c["value"] == entry["chosen"]
                           else f"{c['value']:g}: {c['validation_fid']:.2f}") for c in entry["candidates"])
-        t.add_row(entry["row"], entry["knob"], text)
+        t.add_row(entry["row"], entry["knob"], text + ("  (edge)" if entry.get("at_edge") else ""))
     return t
 
 

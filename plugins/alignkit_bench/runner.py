@@ -25,6 +25,7 @@ class Job:
     key: tuple
     recipe: Path
     overrides: tuple[str, ...]
+    threads: int = 1  # more only for a job that runs alone (the base model's pretraining)
 
 
 def _init(cache: str | None) -> None:
@@ -35,19 +36,23 @@ def _init(cache: str | None) -> None:
     torch.set_num_threads(1)
 
 
-def _train(recipe: str, overrides: tuple[str, ...]) -> tuple[str, str]:
+def _train(recipe: str, overrides: tuple[str, ...], threads: int = 1) -> tuple[str, str]:
     """Train in the worker; a failure comes back as text (exceptions with custom constructors do not
     survive pickling)."""
+    import torch
     from rich.console import Console
 
     from alignkit.engine.trainer import train
     from alignkit.recipe import load_recipe
 
+    torch.set_num_threads(threads)
     try:
         train(load_recipe(recipe, list(overrides), check_paths=False), console=Console(quiet=True),
               show_progress=False)
     except AlignkitError as exc:
         return "error", str(exc)
+    finally:
+        torch.set_num_threads(1)
     return "ok", ""
 
 
@@ -60,7 +65,7 @@ class Pool:
                                             initargs=(os.environ.get("ALIGNKIT_CACHE"),))
 
     def submit(self, job: Job) -> Future:
-        return self.executor.submit(_train, str(job.recipe), job.overrides)
+        return self.executor.submit(_train, str(job.recipe), job.overrides, job.threads)
 
     def run(self, jobs: Iterable[Job], done: Callable[[Job], None]) -> None:
         pending: dict[Future, Job] = {self.submit(job): job for job in jobs}

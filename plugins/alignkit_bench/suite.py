@@ -206,7 +206,7 @@ class Bench:
         if not weights.is_file():
             shutil.rmtree(folder, ignore_errors=True)  # an interrupted pretraining starts over
             job = Job(("base",), recipe.path, (*self.overrides(), f"optim.epochs={self.settings.base_epochs}",
-                                               f"output.dir={json.dumps(str(folder))}"))
+                                               f"output.dir={json.dumps(str(folder))}"), threads=self.settings.workers)
         return job, Model("base", recipe, weights)
 
     def setup_inception(self) -> InceptionExtractor | None:
