@@ -3,8 +3,9 @@
 Guided sampling runs the conditional and the unconditional branch (2B rows per step), guidance-free
 sampling only the conditional one (B rows), so CCA's claim is a ×2 speed-up. This measures image
 tokens generated per second for both with the KV-cached sampler and prints their ratio, for the
-official multinomial draw and for greedy decoding (no draw: the model's share alone). Runs of the
-four settings are interleaved, so that a change in machine load affects them alike.
+official multinomial draw, the fast exact draw (``sampler="inverse_cdf"``: the same distribution,
+other tokens) and greedy decoding (no draw: the model's share alone). Runs of the six settings are
+interleaved, so that a change in machine load affects them alike.
 
     python benchmarks/sampling_llamagen.py            # ~27M-parameter GPT, batch 16, 256 tokens
     python benchmarks/sampling_llamagen.py --quick    # a few seconds
@@ -19,6 +20,8 @@ import time
 import torch
 
 import alignkit
+
+DRAWS = ("multinomial", "inverse_cdf", "greedy")
 
 
 def parse_args() -> argparse.Namespace:
@@ -40,13 +43,14 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def timed_generate(model, labels_B: torch.Tensor, guidance: float, greedy: bool, seed: int) -> float:
+def timed_generate(model, labels_B: torch.Tensor, guidance: float, draw: str, seed: int) -> float:
     """Wall-clock seconds of one full ``generate`` call."""
     synchronize = torch.cuda.synchronize if labels_B.device.type == "cuda" else (lambda: None)
     generator = torch.Generator(labels_B.device).manual_seed(seed)
     synchronize()
     start = time.perf_counter()
-    model.generate(labels_B, guidance=guidance, greedy=greedy, generator=generator)
+    model.generate(labels_B, guidance=guidance, greedy=draw == "greedy", generator=generator,
+                   sampler="inverse_cdf" if draw == "inverse_cdf" else "official")
     synchronize()
     return time.perf_counter() - start
 
@@ -63,18 +67,18 @@ def main() -> None:
     params = sum(p.numel() for p in model.parameters())
     labels_B = torch.randint(0, 1000, (args.batch,), device=args.device)
 
-    settings = [(draw, guidance) for draw in ("multinomial", "greedy") for guidance in (0.0, args.guidance)]
-    timed_generate(model, labels_B, args.guidance, False, seed=0)  # warm-up: threads, allocator, kernels
+    settings = [(draw, guidance) for draw in DRAWS for guidance in (0.0, args.guidance)]
+    timed_generate(model, labels_B, args.guidance, "multinomial", seed=0)  # warm-up: threads, allocator, kernels
     seconds: dict[tuple[str, float], list[float]] = {setting: [] for setting in settings}
     for repeat in range(args.repeats):
         for draw, guidance in settings:
-            seconds[draw, guidance].append(timed_generate(model, labels_B, guidance, draw == "greedy", repeat))
+            seconds[draw, guidance].append(timed_generate(model, labels_B, guidance, draw, repeat))
 
     print(f"LlamaGen GPT: dim {args.dim}, {args.n_layer} layers, {args.n_head} heads, vocab {args.vocab_size}, "
           f"{params / 1e6:.1f}M parameters; batch {args.batch} x {args.tokens} tokens; "
           f"{torch.get_num_threads()} threads on {args.device}; median of {args.repeats}")
     print(f"{'draw':<12} {'mode':<20} {'rows/step':>9} {'seconds':>9} {'tokens/s':>10} {'speed-up':>9}")
-    for draw in ("multinomial", "greedy"):
+    for draw in DRAWS:
         rates = {}
         for guidance in (0.0, args.guidance):
             median = statistics.median(seconds[draw, guidance])

@@ -32,6 +32,13 @@ MODELS = {
         "seq_len": 256,
         "vocab": 4096,
     },
+    "llamagen-b": {  # the official GPT-B (111M) at 256 px: 256 tokens, 16,384 codes, 1,000 classes
+        "model": 'backbone = "llamagen"\ndim = 768\nn_layer = 12\nn_head = 12\nvocab_size = 16384\nblock_size = 256\n'
+                 "num_classes = 1000\n",
+        "tokenizer": "",
+        "seq_len": 256,
+        "vocab": 16384,
+    },
     "var": {
         "model": 'backbone = "var"\ndepth = 6\nembed_dim = 384\nnum_heads = 6\nnum_classes = 10\nV = 4096\nCvae = 32\n'
                  "ch = 32\n",
@@ -64,6 +71,7 @@ max_steps = {steps}
 
 [distributed]
 precision = "{precision}"
+compile = {compile}
 
 [output]
 dir = "{out}"
@@ -94,15 +102,17 @@ class Timers:
         return timed
 
 
-def run(name: str, batch: int, steps: int, precision: str) -> dict:
+def run(name: str, batch: int, steps: int, precision: str, compile: bool = False, warmup: int = 1) -> dict:
     spec = MODELS[name]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         rng = np.random.default_rng(0)
-        np.savez(folder / "codes.npz", tokens=rng.integers(0, spec["vocab"], (batch * (steps + 1), spec["seq_len"])),
-                 labels=rng.integers(0, 10, batch * (steps + 1)))
+        n = batch * (steps + warmup)
+        np.savez(folder / "codes.npz", tokens=rng.integers(0, spec["vocab"], (n, spec["seq_len"])),
+                 labels=rng.integers(0, 10, n))
         (folder / "recipe.toml").write_text(RECIPE.format(model=spec["model"], tokenizer=spec["tokenizer"], batch=batch,
-                                                          steps=steps + 1, precision=precision,
+                                                          steps=steps + warmup, precision=precision,
+                                                          compile=str(compile).lower(),
                                                           out=folder / "run"))
         trainer = Trainer(load_recipe(folder / "recipe.toml"), show_progress=False)
         timers = Timers(trainer.backend.device)
@@ -114,7 +124,7 @@ def run(name: str, batch: int, steps: int, precision: str) -> dict:
         original = trainer._train_step
 
         def train_step(batches):
-            timers.active = trainer.step >= 1  # the first step warms up allocators and kernels
+            timers.active = trainer.step >= warmup  # warm-up steps: allocators, kernels, compilation
             metrics = original(batches)
             if timers.active:
                 step_times.append(metrics["step_time_s"])

@@ -14,7 +14,7 @@ import torch
 from alignkit import load_policy
 from alignkit.checkpoints import read_weights_file
 from alignkit.engine.checkpointing import CheckpointStore
-from alignkit.engine.trainer import TrainingError, train
+from alignkit.engine.trainer import Trainer, TrainingError, train
 from alignkit.errors import AlignkitError
 from alignkit.recipe import load_recipe
 
@@ -330,3 +330,27 @@ def test_var_trains_resumes_and_exports_the_official_layout(tmp_path):
     policy = load_policy("var", checkpoint=tmp_path / "run" / "final" / "model.safetensors", config=config,
                          tokenizer=tokenizer)
     assert policy.generate(torch.tensor([1, 2]), guidance=1.0).shape == (2, 30)
+
+
+def test_compiled_policy_trains_like_the_eager_one(tmp_path):
+    """distributed.compile: the same losses and weights as eager (fp32), the compiled module in use."""
+    runs = {}
+    for name, flag in (("eager", "false"), ("compiled", "true")):
+        recipe = load_recipe(make_run(tmp_path / name, steps=2, save_every=10, dropout=0.0),
+                             [f"distributed.compile={flag}"])
+        trainer = Trainer(recipe, show_progress=False)
+        assert (trainer.backend.forward is trainer.backend.policy) == (flag == "false")
+        trainer.run()
+        runs[name] = trainer.backend.policy.state_dict()
+    np.testing.assert_allclose([m["loss"] for m in metrics(tmp_path / "compiled" / "run")],
+                               [m["loss"] for m in metrics(tmp_path / "eager" / "run")], rtol=1e-5)
+    for key, value in runs["eager"].items():
+        torch.testing.assert_close(runs["compiled"][key], value, rtol=0, atol=3e-5, msg=key)
+
+
+def test_compile_without_a_cpp_compiler_trains_eagerly(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    trainer = Trainer(load_recipe(make_run(tmp_path, steps=1), ["distributed.compile=true"]), show_progress=False)
+    assert trainer.backend.forward is trainer.backend.policy
+    assert "no C++ compiler" in capsys.readouterr().err
+    assert trainer.run().steps == 1

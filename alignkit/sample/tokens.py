@@ -6,6 +6,11 @@ Conventions (the same for every backbone):
   VAR's ``cfg`` is s.)
 - ``top_k`` 0 is off; ``top_p`` in (0, 1) filters, 0 and 1 are off; ``temperature`` divides the
   logits after guidance.
+- ``sampler``: ``"official"`` is ``torch.multinomial`` over the softmax, which reproduces the official
+  samplers' seeded runs; ``"inverse_cdf"`` draws from the same filtered distribution, exactly (float64
+  cumulative weights), but with other random numbers: one per row instead of one per vocabulary entry,
+  which on CPUs costs a tenth (``torch.multinomial`` races an exponential variate per entry, and so would a
+  Gumbel-max draw). Seeded runs are reproducible under each sampler, not across them.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import torch
 from torch import Tensor
 
 Schedule = Literal["constant", "linear"]
+Sampler = Literal["official", "inverse_cdf"]
 
 
 def filter_logits(logits_BV: Tensor, top_k: int = 0, top_p: float = 0.0) -> Tensor:
@@ -56,24 +62,57 @@ def _nucleus(sorted_BV: Tensor, top_p: float, n: int) -> Tensor:
 
 def sample_tokens(logits_BV: Tensor, *, temperature: float = 1.0, top_k: int = 0, top_p: float = 0.0,
                   generator: torch.Generator | None = None, greedy: bool = False,
-                  replacement: bool = False) -> Tensor:
+                  replacement: bool = False, sampler: Sampler = "official") -> Tensor:
     """One token per row (``(B,)`` int64) from filtered, temperature-scaled logits.
 
     ``replacement`` only selects torch's draw algorithm (both are exact samples): LlamaGen's official
-    sampler draws without replacement, VAR's with; matching it reproduces their seeded runs.
+    sampler draws without replacement, VAR's with; matching it reproduces their seeded runs. It does
+    not apply to ``sampler="inverse_cdf"``, which also skips the vocabulary-wide filter when top-k
+    alone decides which tokens survive.
     """
-    logits_BV = filter_logits(logits_BV / max(temperature, 1e-5), top_k, top_p)
-    return draw_tokens(logits_BV, generator=generator, greedy=greedy, replacement=replacement)
+    if temperature != 1.0:  # x / 1 is x exactly: skip a (B, V) copy
+        logits_BV = logits_BV / max(temperature, 1e-5)
+    if sampler == "inverse_cdf" and not greedy and 0 < top_k < logits_BV.shape[-1]:
+        top = torch.topk(logits_BV, top_k + 1, dim=-1)
+        if not bool((top.values[..., top_k:] == top.values[..., top_k - 1:top_k]).any()):
+            # No tie at the k-th value, so exactly these k survive top-k, already sorted for the nucleus.
+            values_BK, indices_BK = top.values[..., :top_k], top.indices[..., :top_k]
+            if 0.0 < top_p < 1.0:
+                values_BK = values_BK.masked_fill(~_nucleus(values_BK, top_p, top_k), float("-inf"))
+            return indices_BK.gather(-1, inverse_cdf_draw(values_BK, generator).unsqueeze(-1)).squeeze(-1)
+    return draw_tokens(filter_logits(logits_BV, top_k, top_p), generator=generator, greedy=greedy,
+                       replacement=replacement, sampler=sampler)
 
 
 def draw_tokens(filtered_logits_BV: Tensor, *, generator: torch.Generator | None = None, greedy: bool = False,
-                replacement: bool = False) -> Tensor:
+                replacement: bool = False, sampler: Sampler = "official") -> Tensor:
     """The draw of ``sample_tokens`` alone, for samplers that filter first because they also use the
     filtered logits (VAR's ``more_smooth`` mixes codes with a Gumbel softmax over them)."""
+    if sampler == "inverse_cdf" and not greedy:
+        return inverse_cdf_draw(filtered_logits_BV, generator)
     probs_BV = torch.softmax(filtered_logits_BV, dim=-1)
     if greedy:
         return probs_BV.argmax(dim=-1)
     return torch.multinomial(probs_BV, 1, replacement=replacement, generator=generator).squeeze(-1)
+
+
+def inverse_cdf_draw(logits_BN: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Index ``i`` of each row with probability ``softmax(logits)[i]`` (−inf entries never), from one
+    uniform variate per row: the first entry whose cumulative weight exceeds ``u · total``.
+
+    The weights ``exp(logit − max)`` are float32 like the official softmax; their running sums are
+    float64, so every entry's interval is exact to ~1e-16 of the total (a float32 running sum would
+    misplace entries below ~1e-7 of it).
+    """
+    weights_BN = (logits_BN - logits_BN.amax(dim=-1, keepdim=True)).exp_()
+    cumulative_BN = weights_BN.cumsum(dim=-1, dtype=torch.float64)
+    total_B1 = cumulative_BN[..., -1:]
+    if not bool(torch.isfinite(total_B1).all()):
+        raise RuntimeError("inverse_cdf_draw: logits contain NaN or no finite entry in a row")
+    u_B1 = torch.rand(total_B1.shape, dtype=torch.float64, device=logits_BN.device, generator=generator)
+    # u < 1, but u · total can round up to total, which no interval covers.
+    target_B1 = torch.minimum(u_B1 * total_B1, torch.nextafter(total_B1, torch.zeros_like(total_B1)))
+    return torch.searchsorted(cumulative_BN, target_B1, right=True).squeeze(-1)
 
 
 def guidance_at(guidance: float, schedule: Schedule, step: int, num_steps: int) -> float:

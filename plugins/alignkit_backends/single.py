@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import sys
 from pathlib import Path
 
 import torch
@@ -17,6 +19,8 @@ from alignkit.values import resolve_device
 
 class SingleConfig(ComponentConfig):
     device: str = Field("auto", description="'auto' (CUDA when available, else CPU), 'cpu', 'cuda', 'cuda:1', …")
+    compile: bool = Field(False, description="run the policy through torch.compile (the first steps compile; a "
+                          "graph that fails to compile runs eagerly, after a warning)")
 
 
 class SingleProcess(Backend):
@@ -27,6 +31,7 @@ class SingleProcess(Backend):
                                 f"{self.world_size}; use backend = 'deepspeed'")
         self.device = resolve_device(config.device, "distributed.device")
         self.precision = recipe.distributed.precision
+        self.compile = config.compile
 
     def setup(self, policy: PolicyModel, reference: ReferenceModel | None, accumulation_steps: int,
               total_steps: int) -> None:
@@ -40,12 +45,13 @@ class SingleProcess(Backend):
                                            eps=optim.eps, fused=self.device.type == "cuda")
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(optim, total_steps))
         self.params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        self.forward = compiled(policy, self.device) if self.compile else policy
 
     def policy_forward(self, tokens_BL: Tensor, labels_B: Tensor, *, train_mode: bool = True,
                        token_logps: bool = False, **conditions: Tensor) -> Tensor:
         self.policy.train(train_mode)
         with autocast(self.device, self.precision):
-            return self.policy(tokens_BL, labels_B, token_logps=token_logps, **conditions)
+            return self.forward(tokens_BL, labels_B, token_logps=token_logps, **conditions)
 
     def reference_logps(self, tokens_BL: Tensor, labels_B: Tensor, reduction: str = "sum") -> Tensor:
         if self.reference is None:
@@ -91,3 +97,20 @@ class SingleProcess(Backend):
         with torch.no_grad():
             return max(((p - reference[n]).abs().max().item() for n, p in self.policy.named_parameters()
                         if n in reference and p.requires_grad), default=0.0)
+
+
+def compiled(policy: PolicyModel, device: torch.device) -> torch.nn.Module:
+    """``torch.compile(policy)``, or the policy itself where compiling cannot work.
+
+    Inductor builds CPU kernels with a C++ compiler; without one every graph would fail. Graphs that
+    fail for another reason fall back to eager frame by frame (dynamo's ``suppress_errors``), so a
+    model that does not compile still trains, at eager speed.
+    """
+    if device.type == "cpu" and shutil.which("c++") is None and shutil.which("g++") is None:
+        print("warning: distributed.compile: no C++ compiler for torch.compile's CPU kernels; the policy runs "
+              "eagerly", file=sys.stderr)
+        return policy
+    import torch._dynamo
+
+    torch._dynamo.config.suppress_errors = True
+    return torch.compile(policy)

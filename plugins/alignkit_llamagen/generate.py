@@ -15,7 +15,7 @@ from torch import Tensor
 
 from alignkit_conditioning import lambda_rows
 from alignkit.errors import AlignkitError
-from alignkit.sample.tokens import Schedule, guidance_at, sample_tokens
+from alignkit.sample.tokens import Sampler, Schedule, guidance_at, sample_tokens
 from alignkit_llamagen.layers import KVCache
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ def _guided_at(token: int, cfg_interval: int) -> bool:
 def generate_tokens(model: LlamaGenGPT, labels_B: Tensor, *, guidance: float = 0.0, top_k: int = 0,
                     top_p: float = 1.0, temperature: float = 1.0, cfg_interval: int = -1,
                     generator: torch.Generator | None = None, schedule: Schedule = "constant",
-                    greedy: bool = False, lambda_: float | None = None) -> Tensor:
+                    greedy: bool = False, lambda_: float | None = None, sampler: Sampler = "official") -> Tensor:
     """``tokens_BL`` int64 on the model's device, sampled token by token in raster order.
 
     - ``guidance`` s (0 = guidance-free); ``schedule="linear"`` ramps it over token positions
@@ -43,6 +43,8 @@ def generate_tokens(model: LlamaGenGPT, labels_B: Tensor, *, guidance: float = 0
     - ``lambda_``: the λ of a λ-conditioned model (test-time λ), for every row.
     - Exactly one ``torch.multinomial`` draw per token from ``generator`` (the global CPU generator
       when ``None``), as the official sampler: a seeded generator reproduces its seeded runs.
+      ``sampler="inverse_cdf"`` draws from the same distribution with other random numbers
+      (``alignkit.sample.tokens``).
 
     The model runs in eval mode (its previous mode is restored) without autograd; the
     cache exists only during the call.
@@ -82,7 +84,7 @@ def generate_tokens(model: LlamaGenGPT, labels_B: Tensor, *, guidance: float = 0
                 else:
                     logits_BV = logits_RV[:B]
                 tokens_BL[:, t] = sample_tokens(logits_BV, temperature=temperature, top_k=top_k, top_p=top_p,
-                                                generator=generator, greedy=greedy, replacement=False)
+                                                generator=generator, greedy=greedy, replacement=False, sampler=sampler)
     finally:
         model.train(was_training)
     return tokens_BL

@@ -13,7 +13,7 @@ from torch.utils.checkpoint import checkpoint
 from alignkit import ModelShape, PolicyModel, SamplingOptions
 from alignkit.checkpoints import save_safetensors
 from alignkit_conditioning import LambdaEmbedder, add_lambda
-from alignkit.sample.tokens import Schedule
+from alignkit.sample.tokens import Sampler, Schedule
 from alignkit_llamagen.config import GPTConfig
 from alignkit_llamagen.generate import generate_tokens
 from alignkit_llamagen.io import official_checkpoint, save_gpt_official
@@ -149,11 +149,12 @@ class LlamaGenGPT(PolicyModel):
 
     def generate(self, labels_B: Tensor, *, guidance: float = 0.0, top_k: int = 0, top_p: float = 1.0,
                  temperature: float = 1.0, cfg_interval: int = -1, generator: torch.Generator | None = None,
-                 schedule: Schedule = "constant", greedy: bool = False, lambda_: float | None = None) -> Tensor:
+                 schedule: Schedule = "constant", greedy: bool = False, lambda_: float | None = None,
+                 sampler: Sampler = "official") -> Tensor:
         """Sample ``tokens_BL`` (int64, raster order) with a KV cache; see ``generate.generate_tokens``."""
         return generate_tokens(self, labels_B, guidance=guidance, top_k=top_k, top_p=top_p,
                                temperature=temperature, cfg_interval=cfg_interval, generator=generator,
-                               schedule=schedule, greedy=greedy, lambda_=lambda_)
+                               schedule=schedule, greedy=greedy, lambda_=lambda_, sampler=sampler)
 
     # ------------------------------------------------------------------ checkpoints
 

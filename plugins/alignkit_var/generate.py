@@ -8,7 +8,9 @@ reconstruction to the next scale. ``guidance == 0`` evaluates the conditional ro
 
 Seeded runs reproduce the official ones: pass ``torch.Generator().manual_seed(g_seed)``; the draw is
 ``multinomial(..., replacement=True)`` over the (B·pn²) rows, followed, with ``more_smooth``, by the
-Gumbel noise from ``exponential_`` on the same generator.
+Gumbel noise from ``exponential_`` on the same generator. ``sampler="inverse_cdf"`` draws from the same
+distribution with one random number per position (``alignkit.sample.tokens``), and without
+``more_smooth`` from the top-k survivors alone instead of the filtered vocabulary.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from torch import Tensor
 
 from alignkit_conditioning import lambda_rows
 from alignkit.errors import AlignkitError
-from alignkit.sample.tokens import Schedule, draw_tokens, filter_logits, guidance_at
+from alignkit.sample.tokens import Sampler, Schedule, draw_tokens, filter_logits, guidance_at, sample_tokens
 
 from alignkit_var.blocks import KVCache
 
@@ -53,7 +55,7 @@ def gumbel_softmax(logits_BlV: Tensor, tau: float, generator: torch.Generator | 
 def sample_stages(model: VAR, labels_B: Tensor, *, guidance: float = 0.0, schedule: Schedule = "linear",
                   top_k: int = 0, top_p: float = 0.0, more_smooth: bool = False, temperature: float = 1.0,
                   generator: torch.Generator | None = None, greedy: bool = False,
-                  lambda_: float | None = None) -> Iterator[Stage]:
+                  lambda_: float | None = None, sampler: Sampler = "official") -> Iterator[Stage]:
     """Yield one ``Stage`` per scale. The model runs in eval mode meanwhile (no dropout/drop-path);
     the KV caches are local, so nothing stays attached to the model afterwards."""
     q = model.quantizer
@@ -84,16 +86,20 @@ def sample_stages(model: VAR, labels_B: Tensor, *, guidance: float = 0.0, schedu
                 t = guidance_at(guidance, schedule, si, S)
                 logits_BlV = (1 + t) * logits_BlV[:B] - t * logits_BlV[B:]
             logits_NV = logits_BlV.reshape(-1, V)
-            if temperature != 1.0:  # a division by 1 is a full copy of (B·pn², V) for nothing
-                logits_NV = logits_NV / max(temperature, 1e-5)
-            filtered_NV = filter_logits(logits_NV, top_k, top_p)
-            ids_Bl = draw_tokens(filtered_NV, generator=generator, greedy=greedy, replacement=True).view(B, pn * pn)
-            if more_smooth:  # MaskGIT-style soft codes, sharper at later scales
+            if more_smooth:  # MaskGIT-style soft codes, sharper at later scales, from the filtered logits
+                if temperature != 1.0:  # a division by 1 is a full copy of (B·pn², V) for nothing
+                    logits_NV = logits_NV / max(temperature, 1e-5)
+                filtered_NV = filter_logits(logits_NV, top_k, top_p)
+                ids_Bl = draw_tokens(filtered_NV, generator=generator, greedy=greedy, replacement=True,
+                                     sampler=sampler).view(B, pn * pn)
                 ratio = si / (S - 1)
                 tau = max(0.27 * (1 - ratio * 0.95), 0.005)
                 soft_BlV = gumbel_softmax(filtered_NV.view(B, pn * pn, V).mul(1 + ratio), tau, generator)
                 h_BlC = soft_BlV @ q.embedding.weight.unsqueeze(0)
             else:
+                ids_Bl = sample_tokens(logits_NV, temperature=temperature, top_k=top_k, top_p=top_p,
+                                       generator=generator, greedy=greedy, replacement=True,
+                                       sampler=sampler).view(B, pn * pn)
                 h_BlC = q.embedding(ids_Bl)
             h_BChw = h_BlC.transpose(1, 2).reshape(B, Cv, pn, pn)
             f_hat_BChw = f_hat_BChw + q.refine(h_BChw, si)
@@ -111,18 +117,18 @@ def sample_stages(model: VAR, labels_B: Tensor, *, guidance: float = 0.0, schedu
 def generate(model: VAR, labels_B: Tensor, *, guidance: float = 0.0, schedule: Schedule = "linear", top_k: int = 0,
              top_p: float = 0.0, more_smooth: bool = False, temperature: float = 1.0,
              generator: torch.Generator | None = None, greedy: bool = False, lambda_: float | None = None,
-             return_fhat: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+             sampler: Sampler = "official", return_fhat: bool = False) -> Tensor | tuple[Tensor, Tensor]:
     """``tokens_BL`` (int64, scales concatenated), or ``(tokens_BL, f_hat_BChw)`` with ``return_fhat``.
 
     ``guidance`` is s (0 = guidance-free, VAR's ``cfg``); ``top_k`` 0 and ``top_p`` 0 or 1 are off
     (VAR's defaults); ``greedy`` takes the most likely filtered token. With ``more_smooth`` the
     image must be decoded from ``f_hat`` (``VQVAE.decode_fhat``), not from the tokens. ``lambda_``
-    is the λ of a λ-conditioned model (test-time λ).
+    is the λ of a λ-conditioned model (test-time λ); ``sampler`` the draw (``alignkit.sample.tokens``).
     """
     ids_per_scale, stage = [], None
     for stage in sample_stages(model, labels_B, guidance=guidance, schedule=schedule, top_k=top_k, top_p=top_p,
                                more_smooth=more_smooth, temperature=temperature, generator=generator,
-                               greedy=greedy, lambda_=lambda_):
+                               greedy=greedy, lambda_=lambda_, sampler=sampler):
         ids_per_scale.append(stage.ids_Bl)
     tokens_BL = torch.cat(ids_per_scale, dim=1)
     return (tokens_BL, stage.f_hat_BChw) if return_fhat else tokens_BL
