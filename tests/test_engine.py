@@ -339,8 +339,8 @@ def test_compiled_policy_trains_like_the_eager_one(tmp_path):
         recipe = load_recipe(make_run(tmp_path / name, steps=2, save_every=10, dropout=0.0),
                              [f"distributed.compile={flag}"])
         trainer = Trainer(recipe, show_progress=False)
-        assert (trainer.backend.forward is trainer.backend.policy) == (flag == "false")
         trainer.run()
+        assert (trainer.backend.forward is trainer.backend.policy) == (flag == "false")
         runs[name] = trainer.backend.policy.state_dict()
     np.testing.assert_allclose([m["loss"] for m in metrics(tmp_path / "compiled" / "run")],
                                [m["loss"] for m in metrics(tmp_path / "eager" / "run")], rtol=1e-5)
@@ -351,6 +351,6 @@ def test_compiled_policy_trains_like_the_eager_one(tmp_path):
 def test_compile_without_a_cpp_compiler_trains_eagerly(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("shutil.which", lambda name: None)
     trainer = Trainer(load_recipe(make_run(tmp_path, steps=1), ["distributed.compile=true"]), show_progress=False)
+    assert trainer.run().steps == 1
     assert trainer.backend.forward is trainer.backend.policy
     assert "no C++ compiler" in capsys.readouterr().err
-    assert trainer.run().steps == 1
