@@ -77,3 +77,19 @@ def test_backbones_sample_the_same_first_token_distribution_with_either_sampler(
         table = np.array(counts)
         table = table[:, table.sum(0) > 0]
         assert chi2_contingency(table).pvalue > 1e-3
+
+
+def test_the_draw_is_a_validated_option_of_the_built_in_backbones_only():
+    from pydantic import ValidationError
+
+    from alignkit import SamplingOptions
+    from alignkit_llamagen.model import LlamaGenSampling
+    from alignkit_var.model import VARSampling
+
+    for options in (LlamaGenSampling, VARSampling):
+        assert options().sampler == "official"
+        assert options(sampler="inverse_cdf").sampler == "inverse_cdf"
+        with pytest.raises(ValidationError, match="sampler"):
+            options(sampler="gumbel")
+    # a third-party backbone's generate() is never handed an option it did not declare
+    assert "sampler" not in SamplingOptions.model_fields

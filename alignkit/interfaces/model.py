@@ -18,7 +18,6 @@ from alignkit.checkpoints import save_safetensors, save_torch
 from alignkit.errors import AlignkitError
 from alignkit.logprobs import linear_token_logps, token_logps as logits_token_logps
 from alignkit.interfaces.component import ComponentConfig, ComponentSpec
-from alignkit.sample.tokens import Sampler
 
 if TYPE_CHECKING:
     from alignkit.interfaces.tokenizer import Tokenizer
@@ -35,9 +34,6 @@ class SamplingOptions(ComponentConfig):
     schedule: Literal["constant", "linear"] = Field("constant", description="guidance over the sequence: constant, "
                                                     "or VAR's linear ramp (the CCA paper's CFGv2)")
     greedy: bool = Field(False, description="take the most likely token instead of drawing")
-    sampler: Sampler = Field("official", description="the draw: 'official' reproduces the official samplers' "
-                             "seeded runs; 'inverse_cdf' draws from the same distribution (not the same "
-                             "tokens) with one random number per token instead of one per vocabulary entry")
     lambda_: float | None = Field(None, gt=0, description="test-time λ of a λ-conditioned model")
 
 

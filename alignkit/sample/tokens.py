@@ -23,6 +23,9 @@ from torch import Tensor
 
 Schedule = Literal["constant", "linear"]
 Sampler = Literal["official", "inverse_cdf"]
+SAMPLER_HELP = ("the token draw: 'official' (torch.multinomial) reproduces the official samplers' seeded runs; "
+                "'inverse_cdf' draws from the same distribution, not the same tokens, with one random number "
+                "per token instead of one per vocabulary entry")
 
 
 def filter_logits(logits_BV: Tensor, top_k: int = 0, top_p: float = 0.0) -> Tensor:

@@ -13,7 +13,7 @@ from torch.utils.checkpoint import checkpoint
 from alignkit import ModelShape, PolicyModel, SamplingOptions
 from alignkit.checkpoints import save_safetensors
 from alignkit_conditioning import LambdaEmbedder, add_lambda
-from alignkit.sample.tokens import Sampler, Schedule
+from alignkit.sample.tokens import SAMPLER_HELP, Sampler, Schedule
 from alignkit_llamagen.config import GPTConfig
 from alignkit_llamagen.generate import generate_tokens
 from alignkit_llamagen.io import official_checkpoint, save_gpt_official
@@ -26,6 +26,7 @@ class LlamaGenSampling(SamplingOptions):
 
     top_p: float = Field(1.0, ge=0, le=1, description="nucleus filter in (0, 1); 0 and 1 are off")
     cfg_interval: int = Field(-1, description="guide only tokens up to this index (-1 = all), as the official sampler")
+    sampler: Sampler = Field("official", description=SAMPLER_HELP)
 
 
 class LlamaGenGPT(PolicyModel):

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from alignkit import AlignkitError, ModelShape, PolicyModel, SamplingOptions, Tokenizer
 from alignkit_conditioning import LambdaEmbedder, add_lambda
-from alignkit.sample.tokens import Schedule
+from alignkit.sample.tokens import SAMPLER_HELP, Sampler, Schedule
 
 from alignkit_var.blocks import AdaLNBeforeHead, AdaLNSelfAttn, KVCache, SharedAdaLin
 from alignkit_var.config import VARConfig
@@ -54,6 +54,7 @@ class VARSampling(SamplingOptions):
     schedule: Schedule = Field("linear", description="guidance over the scales: VAR's linear ramp (CFGv2) or constant")
     more_smooth: bool = Field(False, description="Gumbel-softmax smoothing of the latent (VAR's visual-quality "
                               "setting); the image is then decoded from the latent, not from the tokens")
+    sampler: Sampler = Field("official", description=SAMPLER_HELP)
 
 
 class VAR(PolicyModel):
