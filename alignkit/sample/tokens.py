@@ -8,9 +8,10 @@ Conventions (the same for every backbone):
   logits after guidance.
 - ``sampler``: ``"official"`` is ``torch.multinomial`` over the softmax, which reproduces the official
   samplers' seeded runs; ``"inverse_cdf"`` draws from the same filtered distribution, exactly (float64
-  cumulative weights), but with other random numbers: one per row instead of one per vocabulary entry,
-  which on CPUs costs a tenth (``torch.multinomial`` races an exponential variate per entry, and so would a
-  Gumbel-max draw). Seeded runs are reproducible under each sampler, not across them.
+  cumulative weights), but with other random numbers: one per row instead of one per vocabulary entry
+  (``torch.multinomial`` races an exponential variate per entry, and so would a Gumbel-max draw). On
+  a 2-core CPU it takes 4.1 ms against 9.0 for 16 rows of 16,384 codes, one thread. Seeded runs are
+  reproducible under each sampler, not across them.
 """
 
 from __future__ import annotations
