@@ -2,8 +2,9 @@
 
 ``linear_token_logps`` fuses the output projection with the log-softmax and the gather, chunk by
 chunk: the ``B×L×V`` logits never exist at once (for LlamaGen at 576 tokens and V = 16,384 they are
-38 MB per row in fp32, before autograd's copies), and the backward recomputes each chunk's logits
-instead of keeping them.
+38 MB per row in fp32, before autograd's copies). The backward needs the softmax of every position;
+it keeps the forward's when they are small (``KEEP_ELEMENTS``) and otherwise recomputes them one chunk
+at a time, which costs one more pass of the projection. Both give the same gradients bit for bit.
 """
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ from torch import Tensor, nn
 
 CHUNK_ELEMENTS = 1 << 23
 """Logits held at once by the fused path: 8M elements (32 MB in fp32), so 512 tokens at V = 16,384."""
+KEEP_ELEMENTS = 1 << 26
+"""Up to this many probabilities in all (positions × V; 256 MiB in fp32) the forward keeps them for the
+backward instead of recomputing the projection there. Above it the memory stays that of one chunk: a
+LlamaGen-B micro-batch of 8 pairs at 576 tokens (151M) recomputes, the same at 256 tokens (67M) keeps."""
 
 
 def token_logps(logits_BLV: Tensor, tokens_BL: Tensor) -> Tensor:
@@ -51,18 +56,21 @@ def sequence_logps(logits_BLV: Tensor, tokens_BL: Tensor, mask_BL: Tensor | None
 
 
 def linear_token_logps(hidden_BLD: Tensor, head: nn.Linear, tokens_BL: Tensor,
-                       chunk_elements: int = CHUNK_ELEMENTS) -> Tensor:
+                       chunk_elements: int = CHUNK_ELEMENTS, keep_elements: int = KEEP_ELEMENTS) -> Tensor:
     """``token_logps(head(hidden_BLD).float(), tokens_BL)`` without the full logits: fp32 ``logp_BL``.
 
     The projection runs in the ambient autocast dtype, as ``head(hidden)`` would; the log-softmax in
-    float32. Backward recomputes one chunk's logits at a time.
+    float32. When a gradient is needed and the ``B·L·V`` probabilities number at most
+    ``keep_elements``, the forward keeps them (fp32); otherwise backward recomputes one chunk's logits
+    at a time.
     """
     B, L, D = hidden_BLD.shape
     if tokens_BL.shape != (B, L):
         raise ValueError(f"hidden states {tuple(hidden_BLD.shape)} do not match tokens {tuple(tokens_BL.shape)}")
     chunk = max(1, chunk_elements // head.out_features)
+    keep = B * L * head.out_features <= keep_elements
     logp_N = _LinearLogSoftmaxGather.apply(hidden_BLD.reshape(B * L, D), head.weight, head.bias,
-                                           tokens_BL.reshape(-1).long(), chunk)
+                                           tokens_BL.reshape(-1).long(), chunk, keep)
     return logp_N.view(B, L)
 
 
@@ -72,31 +80,46 @@ def _accumulation_dtype(weight: Tensor) -> torch.dtype:
 
 
 class _LinearLogSoftmaxGather(torch.autograd.Function):
-    """``logp_N = log softmax(h_N W^T + b)[y_N]``, chunked; d logp / d logits = onehot(y) − softmax."""
+    """``logp_N = log softmax(h_N W^T + b)[y_N]``, chunked; d logp / d logits = onehot(y) − softmax.
+
+    Forward and backward compute the softmax alike, ``exp(logits − max) / Σ``, from the saved max and
+    sum, so keeping it and recomputing it give the same bits."""
 
     @staticmethod
     def forward(ctx, hidden_ND: Tensor, weight_VD: Tensor, bias_V: Tensor | None, targets_N: Tensor,
-                chunk: int) -> Tensor:
+                chunk: int, keep: bool) -> Tensor:
         device_type = hidden_ND.device.type
         ctx.autocast = (device_type, torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type))
         ctx.chunk = chunk
-        N, acc = hidden_ND.shape[0], _accumulation_dtype(weight_VD)
+        (N, D), V, acc = hidden_ND.shape, weight_VD.shape[0], _accumulation_dtype(weight_VD)
+        keep = keep and any(ctx.needs_input_grad[:3])  # (forward itself runs without grad mode)
+        probs_NV = torch.empty(N, V, dtype=acc, device=hidden_ND.device) if keep else None
         logp_N = torch.empty(N, dtype=acc, device=hidden_ND.device)
-        lse_N = torch.empty_like(logp_N)
+        max_N, sum_N = torch.empty_like(logp_N), torch.empty_like(logp_N)
+        ctx.dtype = acc
         for start in range(0, N, chunk):
             end = min(start + chunk, N)
-            logits_CV = F.linear(hidden_ND[start:end], weight_VD, bias_V).to(acc)
+            projected_CV = F.linear(hidden_ND[start:end], weight_VD, bias_V)
+            ctx.dtype = projected_CV.dtype  # what the backward of .to(acc) returns to
+            logits_CV = projected_CV.to(acc)
             max_C = logits_CV.amax(dim=1)
-            log_sum_C = (logits_CV - max_C[:, None]).exp_().sum(dim=1).log_()
+            weights_CV = torch.sub(logits_CV, max_C[:, None], out=probs_NV[start:end] if keep else None).exp_()
+            sum_C = weights_CV.sum(dim=1)
             picked_C = logits_CV.gather(1, targets_N[start:end, None]).squeeze(1)
-            logp_N[start:end] = (picked_C - max_C) - log_sum_C  # as log_softmax rounds it
-            lse_N[start:end] = max_C + log_sum_C
-        ctx.save_for_backward(hidden_ND, weight_VD, bias_V, targets_N, lse_N)
+            logp_N[start:end] = (picked_C - max_C) - sum_C.log()  # as log_softmax rounds it
+            max_N[start:end], sum_N[start:end] = max_C, sum_C
+            if keep:
+                weights_CV.div_(sum_C[:, None])
+        ctx.save_for_backward(hidden_ND, weight_VD, bias_V, targets_N, max_N, sum_N)
+        # an attribute, not a saved tensor: the backward turns it into the gradient in place
+        ctx.probs_NV = probs_NV
         return logp_N
 
     @staticmethod
     def backward(ctx, grad_N: Tensor):
-        hidden_ND, weight_VD, bias_V, targets_N, lse_N = ctx.saved_tensors
+        hidden_ND, weight_VD, bias_V, targets_N, max_N, sum_N = ctx.saved_tensors
+        # used up here; a retained graph's second backward (gradcheck) recomputes them, to the same bits
+        probs_NV, ctx.probs_NV = ctx.probs_NV, None
         device_type, autocast, autocast_dtype = ctx.autocast
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         need_b = bias_V is not None and ctx.needs_input_grad[2]
@@ -105,15 +128,18 @@ class _LinearLogSoftmaxGather(torch.autograd.Function):
         grad_w = torch.zeros(weight_VD.shape, dtype=acc, device=weight_VD.device) if need_w else None
         grad_b = torch.zeros(bias_V.shape, dtype=acc, device=bias_V.device) if need_b else None
         grad_N = grad_N.to(acc)
+        dtype = ctx.dtype
         for start in range(0, hidden_ND.shape[0], ctx.chunk):
             end = min(start + ctx.chunk, hidden_ND.shape[0])
-            h_CD = hidden_ND[start:end]
-            with torch.autocast(device_type, dtype=autocast_dtype, enabled=autocast):
-                logits_CV = F.linear(h_CD, weight_VD, bias_V)
-            dtype = logits_CV.dtype
-            g_C = grad_N[start:end]
+            h_CD, g_C = hidden_ND[start:end], grad_N[start:end]
+            if probs_NV is not None:
+                grad_CV = probs_NV[start:end].mul_(-g_C[:, None])
+            else:
+                with torch.autocast(device_type, dtype=autocast_dtype, enabled=autocast):
+                    logits_CV = F.linear(h_CD, weight_VD, bias_V)
+                grad_CV = (logits_CV.to(acc) - max_N[start:end, None]).exp_()
+                grad_CV.div_(sum_N[start:end, None]).mul_(-g_C[:, None])
             # d logp / d logits = onehot(y) − softmax, times the incoming gradient of each token
-            grad_CV = (logits_CV.to(acc) - lse_N[start:end, None]).exp_().mul_(-g_C[:, None])
             grad_CV.scatter_add_(1, targets_N[start:end, None], g_C[:, None])
             grad_CV = grad_CV.to(dtype)  # the backward of .float(): back to the projection's dtype
             if need_h:
@@ -123,4 +149,4 @@ class _LinearLogSoftmaxGather(torch.autograd.Function):
             if need_b:
                 grad_b += grad_CV.to(acc).sum(0)
         return (grad_h, grad_w.to(weight_VD.dtype) if need_w else None,
-                grad_b.to(bias_V.dtype) if need_b else None, None, None)
+                grad_b.to(bias_V.dtype) if need_b else None, None, None, None)

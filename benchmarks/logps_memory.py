@@ -1,6 +1,7 @@
 """Activation memory of a CCA step's log-probs: the full logits (``log_softmax`` of ``B×L×V`` fp32, what
 the official CCA trainers and alignkit before the fusion compute) against the fused projection +
-log-softmax + gather of ``alignkit.logprobs`` (logits one chunk at a time, recomputed in backward).
+log-softmax + gather of ``alignkit.logprobs`` (logits one chunk at a time; at this size, above
+``KEEP_ELEMENTS``, the backward recomputes them).
 
 One CCA micro-batch of LlamaGen-B (111M, 576 tokens, V = 16,384) on the CPU in fp32: the reference's
 forward on the 2B rows without gradients, then the policy's forward and backward. Each variant runs

@@ -15,10 +15,14 @@ mixin; when it is not installed a stand-in class is registered under that name.
   AdamW): official, the operations of ``LlamaGen_finetune.py`` / ``VAR_CCA_trainer.train_step`` of
   thu-ml/CCA (roll negatives, 10% null rows, reference forward under no_grad, full-logit
   log-softmax and gather, the CE losses the official forwards/loggers compute, clip 1.0 / 2.0);
-  alignkit, its trainer's own ``_train_step`` on the same batch. Dropout off on both sides.
+  alignkit, its trainer's own ``_train_step`` on the same batch, eager (the default) and with
+  ``distributed.compile = true`` (a second trainer; compiled before timing; ``--no-compile`` skips
+  it). Dropout off on both sides.
 - **Sampling**: official ``autoregressive.models.generate.generate`` (LlamaGen, cfg_scale = 1 + s)
   and ``VAR.autoregressive_infer_cfg`` (VAR, cfg = s, top-k 900, top-p 0.96, decoded to images)
-  against ``PolicyModel.generate`` / ``generate_images`` with the same settings.
+  against ``PolicyModel.generate`` / ``generate_images`` with the same settings, with each of
+  alignkit's token draws: ``official`` (the default; the official seeded runs bit for bit) and
+  ``inverse_cdf`` (the same distribution, other tokens).
 
 Runs alternate (official, alignkit, official, …) so that a change in machine load hits both; the
 median of each is reported. On a shared 2-core machine one ratio moves by about ±15% between runs.
@@ -138,6 +142,7 @@ max_steps = 1000
 
 [distributed]
 precision = "fp32"
+compile = {compile}
 
 [output]
 dir = "{out}"
@@ -147,7 +152,8 @@ export = []
 """
 
 
-def alignkit_trainer(backbone: str, folder: Path, batch: int, tokens_NL: np.ndarray, labels_N: np.ndarray) -> Trainer:
+def alignkit_trainer(backbone: str, folder: Path, batch: int, tokens_NL: np.ndarray, labels_N: np.ndarray,
+                     compile: bool = False) -> Trainer:
     if backbone == "llamagen":
         model = 'backbone = "llamagen"\n' + "\n".join(f"{k} = {v}" for k, v in SIZES["llamagen"].items())
         model += "\n" + "\n".join(f"{k} = 0.0" for k in ("token_dropout_p", "attn_dropout_p", "resid_dropout_p",
@@ -162,10 +168,11 @@ def alignkit_trainer(backbone: str, folder: Path, batch: int, tokens_NL: np.ndar
                      f'z_channels = {s["Cvae"]}\nch = {s["ch"]}\nv_patch_nums = {list(s["patch_nums"])}\n')
         clip = 2.0
     np.savez(folder / "codes.npz", tokens=tokens_NL, labels=labels_N)
-    (folder / "recipe.toml").write_text(RECIPE.format(
+    name = "compiled" if compile else "eager"
+    (folder / f"{name}.toml").write_text(RECIPE.format(
         model=model, checkpoint=folder / "policy.pth", tokenizer=tokenizer, codes=folder / "codes.npz", beta=BETA,
-        lam=LAMBDA, uncond=UNCOND, clip=clip, batch=batch, out=folder / "run"))
-    trainer = Trainer(load_recipe(folder / "recipe.toml"), show_progress=False)
+        lam=LAMBDA, uncond=UNCOND, clip=clip, batch=batch, out=folder / name, compile=str(compile).lower()))
+    trainer = Trainer(load_recipe(folder / f"{name}.toml"), show_progress=False)
     trainer._build()
     return trainer
 
@@ -253,7 +260,48 @@ def alternate(runs: dict[str, callable], repeats: int) -> dict[str, float]:
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def llamagen(root: Path, batch: int, repeats: int) -> dict[str, float]:
+DRAWS = ("official", "inverse_cdf")
+"""alignkit's token draws: the default reproduces the official seeded runs; ``inverse_cdf`` draws from
+the same distribution with one random number per token (``alignkit.sample.tokens``)."""
+
+
+def alignkit_steps(folder: Path, backbone: str, trainer: Trainer, tokens: np.ndarray, labels: np.ndarray,
+                   compile: bool) -> dict[str, callable]:
+    """alignkit's CCA step, eager (the default) and, with ``compile``, under ``distributed.compile``
+    (a second trainer from the same weights; compiled before timing)."""
+    z, c = torch.from_numpy(tokens), torch.from_numpy(labels)
+    batches = iter(lambda: (z, c), None)
+    steps = {"alignkit": lambda: trainer._train_step(batches)}
+    if compile:
+        compiled = alignkit_trainer(backbone, folder, len(labels), tokens, labels, compile=True)
+        compiled.policy.train()
+        if not isinstance(compiled.backend.forward, torch._dynamo.eval_frame.OptimizedModule):
+            print("  (no compiled step: torch.compile is not available here)")
+            return steps
+        for _ in range(3):  # compiling happens here, not in the timed runs
+            compiled._train_step(batches)
+        steps["alignkit compiled"] = lambda: compiled._train_step(batches)
+    return steps
+
+
+def step_ratios(step: dict[str, float]) -> dict[str, float]:
+    ratios = {"CCA step ×": step["official"] / step["alignkit"]}
+    if "alignkit compiled" in step:
+        ratios["CCA step ×, compile = true"] = step["official"] / step["alignkit compiled"]
+    return ratios
+
+
+def sampling_ratios(sample: dict[str, float], guidance: float) -> dict[str, float]:
+    ratios = {}
+    for draw in DRAWS:
+        ratios[f"guided sampling (s {guidance:g}) ×, {draw} draw"] = sample["official"] / sample[f"{draw} guided"]
+    for draw in DRAWS:
+        ratios[f"alignkit guidance-free ÷ guided, {draw} draw"] = (sample[f"{draw} guided"]
+                                                                   / sample[f"{draw} guidance-free"])
+    return ratios
+
+
+def llamagen(root: Path, batch: int, repeats: int, compile: bool) -> dict[str, float]:
     model, generate = official_llamagen(root)
     size, results = SIZES["llamagen"], {}
     rng = np.random.default_rng(0)
@@ -273,25 +321,23 @@ def llamagen(root: Path, batch: int, repeats: int) -> dict[str, float]:
         assert error < 1e-4, f"LlamaGen logits differ from the official ones by {error}"
         results["logits max |Δ|"] = error
         ref, opt = copy.deepcopy(model).requires_grad_(False), adamw(model)
-        batches = iter(lambda: (z, c), None)
-        step = alternate({"official": lambda: official_llamagen_step(model, ref, opt, z, c, size["num_classes"]),
-                          "alignkit": lambda: trainer._train_step(batches)}, repeats)
-        results["CCA step ×"] = step["official"] / step["alignkit"]
+        steps = {"official": lambda: official_llamagen_step(model, ref, opt, z, c, size["num_classes"]),
+                 **alignkit_steps(folder, "llamagen", trainer, tokens, labels, compile)}
+        results.update(step_ratios(alternate(steps, repeats)))
         model.eval()
         s = GUIDANCE["llamagen"]
         gen = torch.Generator().manual_seed(0)
         sample = alternate({
             "official": lambda: generate(model, c, size["block_size"], cfg_scale=1.0 + s, temperature=1.0, top_k=0,
                                          top_p=1.0, sample_logits=True),
-            "alignkit": lambda: policy.generate(c, guidance=s, generator=gen),
-            "alignkit guidance-free": lambda: policy.generate(c, guidance=0.0, generator=gen)}, repeats)
-        results[f"guided sampling (s {s:g}) ×"] = sample["official"] / sample["alignkit"]
-        results["alignkit guidance-free ÷ guided"] = sample["alignkit"] / sample["alignkit guidance-free"]
+            **{f"{draw} {name}": (lambda g=g, draw=draw: policy.generate(c, guidance=g, generator=gen, sampler=draw))
+               for draw in DRAWS for name, g in (("guided", s), ("guidance-free", 0.0))}}, repeats)
+        results.update(sampling_ratios(sample, s))
         trainer.backend.close()
     return results
 
 
-def var(root: Path, batch: int, repeats: int) -> dict[str, float]:
+def var(root: Path, batch: int, repeats: int, compile: bool) -> dict[str, float]:
     var_model, vae = official_var(root)
     s, results = SIZES["var"], {}
     L = sum(pn * pn for pn in s["patch_nums"])
@@ -313,10 +359,9 @@ def var(root: Path, batch: int, repeats: int) -> dict[str, float]:
         assert error < 1e-4, f"VAR logits differ from the official ones by {error}"
         results["logits max |Δ|"] = error
         ref, opt = copy.deepcopy(var_model).requires_grad_(False), adamw(var_model)
-        batches = iter(lambda: (z, c), None)
-        step = alternate({"official": lambda: official_var_step(var_model, ref, vae, opt, z, c),
-                          "alignkit": lambda: trainer._train_step(batches)}, repeats)
-        results["CCA step ×"] = step["official"] / step["alignkit"]
+        steps = {"official": lambda: official_var_step(var_model, ref, vae, opt, z, c),
+                 **alignkit_steps(folder, "var", trainer, tokens, labels, compile)}
+        results.update(step_ratios(alternate(steps, repeats)))
         var_model.eval()
         g = GUIDANCE["var"]
         tokenizer = trainer.tokenizer
@@ -324,12 +369,10 @@ def var(root: Path, batch: int, repeats: int) -> dict[str, float]:
         with torch.no_grad():
             sample = alternate({
                 "official": lambda: var_model.autoregressive_infer_cfg(batch, c, g_seed=0, cfg=g, top_k=900, top_p=0.96),
-                "alignkit": lambda: policy.generate_images(c, tokenizer, guidance=g, generator=gen, top_k=900,
-                                                           top_p=0.96),
-                "alignkit guidance-free": lambda: policy.generate_images(c, tokenizer, guidance=0.0, generator=gen,
-                                                                         top_k=900, top_p=0.96)}, repeats)
-        results[f"guided sampling (s {g:g}) ×"] = sample["official"] / sample["alignkit"]
-        results["alignkit guidance-free ÷ guided"] = sample["alignkit"] / sample["alignkit guidance-free"]
+                **{f"{draw} {name}": (lambda s=s, draw=draw: policy.generate_images(
+                    c, tokenizer, guidance=s, generator=gen, top_k=900, top_p=0.96, sampler=draw))
+                   for draw in DRAWS for name, s in (("guided", g), ("guidance-free", 0.0))}}, repeats)
+        results.update(sampling_ratios(sample, g))
         trainer.backend.close()
     return results
 
@@ -345,6 +388,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="batch 4, 2 repeats")
+    parser.add_argument("--no-compile", action="store_true", help="skip the compiled step (compiling takes a minute)")
     args = parser.parse_args()
     if not (args.llamagen or args.var):
         parser.error("give --llamagen and/or --var")
@@ -357,10 +401,10 @@ def main() -> None:
     for name, fn, root in (("LlamaGen", llamagen, args.llamagen), ("VAR", var, args.var)):
         if root is None:
             continue
-        for figure, value in fn(root.expanduser(), args.batch, args.repeats).items():
+        for figure, value in fn(root.expanduser(), args.batch, args.repeats, not args.no_compile).items():
             target = next((t for key, t in TARGETS.items() if figure.startswith(key)), None)
             verdict = "" if target is None else f"   target ≥ {target:g}: {'met' if value >= target else 'MISSED'}"
-            print(f"  {name:8} {figure:34} {value:.3g}{verdict}")
+            print(f"  {name:8} {figure:52} {value:.3g}{verdict}")
 
 
 if __name__ == "__main__":

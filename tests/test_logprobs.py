@@ -72,8 +72,9 @@ class Projection(torch.nn.Module):
         self.weight, self.bias, self.out_features = weight, bias, weight.shape[0]
 
 
+@pytest.mark.parametrize("keep", [0, 10**9], ids=["recompute", "keep"])
 @pytest.mark.parametrize("bias", [False, True])
-def test_fused_log_probs_and_gradients_equal_the_logits_path(bias):
+def test_fused_log_probs_and_gradients_equal_the_logits_path(bias, keep):
     torch.manual_seed(3)
     hidden = torch.randn(3, 7, 16, requires_grad=True)
     head = torch.nn.Linear(16, 50, bias=bias)
@@ -82,7 +83,7 @@ def test_fused_log_probs_and_gradients_equal_the_logits_path(bias):
     def run(fused):
         hidden.grad = None
         head.zero_grad()
-        logp = (linear_token_logps(hidden, head, tokens, chunk_elements=4 * 50) if fused  # 4 tokens a chunk: 6 chunks
+        logp = (linear_token_logps(hidden, head, tokens, chunk_elements=4 * 50, keep_elements=keep) if fused
                 else token_logps(head(hidden).float(), tokens))
         (logp * weights).sum().backward()
         return [logp.detach(), hidden.grad, *(p.grad for p in head.parameters())]
@@ -91,14 +92,38 @@ def test_fused_log_probs_and_gradients_equal_the_logits_path(bias):
         torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-6)
 
 
-def test_fused_log_probs_pass_a_gradient_check():
+@pytest.mark.parametrize("keep", [0, 10**9], ids=["recompute", "keep"])
+def test_fused_log_probs_pass_a_gradient_check(keep):
     torch.manual_seed(4)
     hidden = torch.randn(2, 3, 4, dtype=torch.float64, requires_grad=True)
     weight = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
     bias = torch.randn(6, dtype=torch.float64, requires_grad=True)
     tokens = torch.randint(6, (2, 3))
-    assert torch.autograd.gradcheck(lambda h, w, b: linear_token_logps(h, Projection(w, b), tokens, chunk_elements=12),
+    assert torch.autograd.gradcheck(lambda h, w, b: linear_token_logps(h, Projection(w, b), tokens, chunk_elements=12,
+                                                                                keep_elements=keep),
                                     (hidden, weight, bias))
+
+
+@pytest.mark.parametrize("autocast", [False, True], ids=["fp32", "bf16"])
+def test_kept_and_recomputed_probabilities_give_the_same_gradients_bit_for_bit(autocast):
+    """Small enough, the forward keeps the softmax for the backward; larger, the backward recomputes it.
+    Which one ran must not change a bit of the result, or a run's numbers would depend on its size."""
+    torch.manual_seed(7)
+    hidden = torch.randn(2, 11, 24, requires_grad=True)
+    head, tokens, weights = torch.nn.Linear(24, 70), torch.randint(70, (2, 11)), torch.randn(2, 11)
+
+    def run(keep_elements):
+        hidden.grad = None
+        head.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            logp = linear_token_logps(hidden, head, tokens, chunk_elements=3 * 70, keep_elements=keep_elements)
+        (logp * weights).sum().backward()
+        return [logp.detach(), hidden.grad, head.weight.grad, head.bias.grad]
+
+    kept, recomputed = run(2 * 11 * 70), run(2 * 11 * 70 - 1)
+    for a, b in zip(kept, recomputed):
+        assert torch.equal(a, b)
+    assert kept[2].abs().sum() > 0
 
 
 def test_fused_log_probs_under_bf16_autocast_follow_the_bf16_projection():

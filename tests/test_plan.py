@@ -175,8 +175,11 @@ def test_activation_checkpointing_lowers_activations(name):
 def test_activations_grow_with_the_micro_batch_and_count_the_reference_once(shapes):
     shape = shapes["llamagen-3B"]
     assert shape.fused_head  # the logits exist one chunk at a time: a fixed part plus a part per row
-    step = activation_bytes(shape, 8, "bf16") - activation_bytes(shape, 4, "bf16")
-    assert activation_bytes(shape, 12, "bf16") - activation_bytes(shape, 8, "bf16") == step > 0
+    from alignkit_backends.memory import KEEP_ELEMENTS
+
+    first = KEEP_ELEMENTS // (shape.shape.seq_len * shape.shape.vocab) + 1  # past the kept probabilities
+    step = activation_bytes(shape, first + 4, "bf16") - activation_bytes(shape, first, "bf16")
+    assert activation_bytes(shape, first + 8, "bf16") - activation_bytes(shape, first + 4, "bf16") == step > 0
     assert activation_bytes(shape, 4, "bf16", reference=False) == activation_bytes(shape, 4, "bf16")
     assert activation_bytes(shape, 4, "fp32") > 1.7 * activation_bytes(shape, 4, "bf16")
 
@@ -190,6 +193,19 @@ def test_fused_log_probs_shrink_the_planned_activations(shapes):
     unfused = dataclasses.replace(shape, fused_head=False)
     assert activation_bytes(unfused, 8, "bf16") > 1.2 * activation_bytes(shape, 8, "bf16")
     assert activation_bytes(unfused, 8, "fp32") > 1.05 * activation_bytes(shape, 8, "fp32")  # the blocks weigh more
+
+
+def test_planned_activations_count_the_kept_probabilities(shapes, monkeypatch):
+    """Up to ``KEEP_ELEMENTS`` the fused head keeps the policy's fp32 softmax for the backward: 4V
+    bytes a position that a recomputing head does not hold."""
+    from alignkit_backends import memory as planner
+
+    model = shapes["llamagen-B"]
+    rows, L, V = 4, model.shape.seq_len, model.shape.vocab
+    assert rows * L * V <= planner.KEEP_ELEMENTS
+    kept = activation_bytes(model, rows, "bf16")
+    monkeypatch.setattr(planner, "KEEP_ELEMENTS", rows * L * V - 1)
+    assert kept - activation_bytes(model, rows, "bf16") == rows * L * 4 * V
 
 
 def saved_bytes_per_layer(build, dtype: torch.dtype) -> tuple[float, int]:

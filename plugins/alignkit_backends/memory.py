@@ -58,7 +58,7 @@ from dataclasses import dataclass
 import torch
 
 from alignkit.interfaces import ModelShape
-from alignkit.logprobs import CHUNK_ELEMENTS
+from alignkit.logprobs import CHUNK_ELEMENTS, KEEP_ELEMENTS
 from alignkit.recipe import Recipe
 
 GiB = 2**30
@@ -70,8 +70,8 @@ fp32 log-softmax, the gradient of the log-probabilities (``gather``'s backward f
 fp32 tensor) and that of the logits."""
 REFERENCE_HEAD_BYTES = 8
 """Per logit in the reference's forward without fused log-probs: fp32 logits and their log-softmax."""
-FUSED_HEAD_POSITION_BYTES = 8
-"""Per position with fused log-probs (``alignkit.logprobs``): the fp32 log-prob and log-sum-exp."""
+FUSED_HEAD_POSITION_BYTES = 12
+"""Per position with fused log-probs (``alignkit.logprobs``): the fp32 log-prob, max and sum of exponentials."""
 ALLREDUCE_CHUNK = 500_000_000
 """``deepspeed.runtime.engine.MEMORY_OPT_ALLREDUCE_SIZE``: stage 0 flattens gradients in chunks of this many."""
 DEEPSPEED_BUCKETS = {"reduce_bucket_size": 500_000_000, "stage3_prefetch_bucket_size": 50_000_000}
@@ -234,9 +234,10 @@ def activation_bytes(model: PlannedModel, rows: int, precision: str, reference: 
     policy's as a maximum, not a sum.
 
     With fused log-probs (``PlannedModel.fused_head``) the logits exist one chunk of
-    ``CHUNK_ELEMENTS`` at a time: per position only the log-prob, its log-sum-exp and the features'
-    gradient (``8 + 4D``) remain, plus one chunk's logits, their fp32 copy and gradient
-    (``CHUNK_ELEMENTS · (8 + 2c)``; the reference's forward ``CHUNK_ELEMENTS · (8 + c)``) once.
+    ``CHUNK_ELEMENTS`` at a time: per position only the log-prob, the softmax's max and sum and the
+    features' gradient (``12 + 4D``) remain, plus one chunk's logits, their fp32 copy and gradient
+    (``CHUNK_ELEMENTS · (8 + 2c)``; the reference's forward ``CHUNK_ELEMENTS · (8 + c)``) once. The
+    policy's fp32 probabilities (``4V``) stay too when they number at most ``KEEP_ELEMENTS``.
     """
     shape, c = model.shape, 2 if precision == "bf16" else 4
     D, V, per_row = shape.width, shape.vocab, rows * shape.seq_len
@@ -244,11 +245,13 @@ def activation_bytes(model: PlannedModel, rows: int, precision: str, reference: 
     saved = shape.layers * (c * D if shape.checkpointing else layer)
     if model.fused_head:
         head, head_once = FUSED_HEAD_POSITION_BYTES + 4 * D, CHUNK_ELEMENTS * (8 + 2 * c)
+        kept = 4 * V if per_row * V <= KEEP_ELEMENTS else 0  # alive from the head's forward to its backward
         frozen_head, frozen_once = 0, CHUNK_ELEMENTS * (8 + c)
     else:
         head, head_once, frozen_head, frozen_once = POLICY_HEAD_BYTES * V, 0, REFERENCE_HEAD_BYTES * V, 0
+        kept = 0
     backward = max(head, layer * (2 if shape.checkpointing else 1))
-    policy = per_row * (saved + 8 * D + 3 * c * D + backward) + head_once
+    policy = per_row * (saved + 8 * D + 3 * c * D + kept + backward) + head_once
     frozen = per_row * (layer + frozen_head) + frozen_once if reference else 0
     return max(policy, frozen)
 
