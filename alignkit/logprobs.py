@@ -91,7 +91,7 @@ class _LinearLogSoftmaxGather(torch.autograd.Function):
         device_type = hidden_ND.device.type
         ctx.autocast = (device_type, torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type))
         ctx.chunk = chunk
-        (N, D), V, acc = hidden_ND.shape, weight_VD.shape[0], _accumulation_dtype(weight_VD)
+        N, V, acc = hidden_ND.shape[0], weight_VD.shape[0], _accumulation_dtype(weight_VD)
         keep = keep and any(ctx.needs_input_grad[:3])  # (forward itself runs without grad mode)
         probs_NV = torch.empty(N, V, dtype=acc, device=hidden_ND.device) if keep else None
         logp_N = torch.empty(N, dtype=acc, device=hidden_ND.device)
