@@ -82,8 +82,8 @@ def _accumulation_dtype(weight: Tensor) -> torch.dtype:
 class _LinearLogSoftmaxGather(torch.autograd.Function):
     """``logp_N = log softmax(h_N W^T + b)[y_N]``, chunked; d logp / d logits = onehot(y) − softmax.
 
-    Forward and backward compute the softmax alike, ``exp(logits − max) / Σ``, from the saved max and
-    sum, so keeping it and recomputing it give the same bits."""
+    Forward and backward compute the softmax alike, ``exp(logits − lse)``, so keeping it and
+    recomputing it give the same bits."""
 
     @staticmethod
     def forward(ctx, hidden_ND: Tensor, weight_VD: Tensor, bias_V: Tensor | None, targets_N: Tensor,
@@ -95,7 +95,7 @@ class _LinearLogSoftmaxGather(torch.autograd.Function):
         keep = keep and any(ctx.needs_input_grad[:3])  # (forward itself runs without grad mode)
         probs_NV = torch.empty(N, V, dtype=acc, device=hidden_ND.device) if keep else None
         logp_N = torch.empty(N, dtype=acc, device=hidden_ND.device)
-        max_N, sum_N = torch.empty_like(logp_N), torch.empty_like(logp_N)
+        lse_N = torch.empty_like(logp_N)
         ctx.dtype = acc
         for start in range(0, N, chunk):
             end = min(start + chunk, N)
@@ -103,21 +103,21 @@ class _LinearLogSoftmaxGather(torch.autograd.Function):
             ctx.dtype = projected_CV.dtype  # what the backward of .to(acc) returns to
             logits_CV = projected_CV.to(acc)
             max_C = logits_CV.amax(dim=1)
-            weights_CV = torch.sub(logits_CV, max_C[:, None], out=probs_NV[start:end] if keep else None).exp_()
-            sum_C = weights_CV.sum(dim=1)
+            scratch_CV = probs_NV[start:end] if keep else None
+            log_sum_C = torch.sub(logits_CV, max_C[:, None], out=scratch_CV).exp_().sum(dim=1).log_()
             picked_C = logits_CV.gather(1, targets_N[start:end, None]).squeeze(1)
-            logp_N[start:end] = (picked_C - max_C) - sum_C.log()  # as log_softmax rounds it
-            max_N[start:end], sum_N[start:end] = max_C, sum_C
+            logp_N[start:end] = (picked_C - max_C) - log_sum_C  # as log_softmax rounds it
+            lse_N[start:end] = max_C + log_sum_C
             if keep:
-                weights_CV.div_(sum_C[:, None])
-        ctx.save_for_backward(hidden_ND, weight_VD, bias_V, targets_N, max_N, sum_N)
+                torch.sub(logits_CV, lse_N[start:end, None], out=scratch_CV).exp_()
+        ctx.save_for_backward(hidden_ND, weight_VD, bias_V, targets_N, lse_N)
         # an attribute, not a saved tensor: the backward turns it into the gradient in place
         ctx.probs_NV = probs_NV
         return logp_N
 
     @staticmethod
     def backward(ctx, grad_N: Tensor):
-        hidden_ND, weight_VD, bias_V, targets_N, max_N, sum_N = ctx.saved_tensors
+        hidden_ND, weight_VD, bias_V, targets_N, lse_N = ctx.saved_tensors
         # used up here; a retained graph's second backward (gradcheck) recomputes them, to the same bits
         probs_NV, ctx.probs_NV = ctx.probs_NV, None
         device_type, autocast, autocast_dtype = ctx.autocast
@@ -137,8 +137,7 @@ class _LinearLogSoftmaxGather(torch.autograd.Function):
             else:
                 with torch.autocast(device_type, dtype=autocast_dtype, enabled=autocast):
                     logits_CV = F.linear(h_CD, weight_VD, bias_V)
-                grad_CV = (logits_CV.to(acc) - max_N[start:end, None]).exp_()
-                grad_CV.div_(sum_N[start:end, None]).mul_(-g_C[:, None])
+                grad_CV = (logits_CV.to(acc) - lse_N[start:end, None]).exp_().mul_(-g_C[:, None])
             # d logp / d logits = onehot(y) − softmax, times the incoming gradient of each token
             grad_CV.scatter_add_(1, targets_N[start:end, None], g_C[:, None])
             grad_CV = grad_CV.to(dtype)  # the backward of .float(): back to the projection's dtype
