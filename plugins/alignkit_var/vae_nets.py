@@ -32,7 +32,7 @@ class ResnetBlock(nn.Module):
                              else nn.Identity())
 
     def forward(self, x: Tensor) -> Tensor:
-        # in place, as officially: a fresh full-resolution tensor per activation costs more than the SiLU
+        # in place, as the official nets: one full-resolution tensor fewer per activation, same values
         h = self.conv1(F.silu(self.norm1(x), inplace=True))
         h = self.conv2(self.dropout(F.silu(self.norm2(h), inplace=True)))
         return self.nin_shortcut(x) + h
