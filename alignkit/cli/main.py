@@ -12,6 +12,7 @@ from alignkit import __version__
 from alignkit.cli.common import examples, user_errors
 from alignkit.cli.recipes import plugins_command, recipes_command, validate_command
 from alignkit.cli.train import train_command
+from alignkit.malloc import keep_freed_memory
 from alignkit.plugins import DISABLE_ENV, get_plugins
 
 
@@ -60,5 +61,6 @@ app = build_app()
 
 
 def main() -> None:
+    keep_freed_memory()
     # a worker under torch.distributed.run leaves a traceback in its per-rank error file
     (record(app) if "TORCHELASTIC_ERROR_FILE" in os.environ else app)()
