@@ -27,6 +27,12 @@ mixin; when it is not installed a stand-in class is registered under that name.
 Runs alternate (official, alignkit, official, …) so that a change in machine load hits both; the
 median of each is reported. On a shared 2-core machine one ratio moves by about ±15% between runs.
 
+Both sides share the process's memory allocator. With glibc's defaults (the default here) large
+freed blocks go back to the system and are page-faulted in again at the next allocation; the
+official step, which allocates full B×L×V logits and their copies, pays most of that.
+``--keep-freed-memory`` applies the setting the ``alignkit`` command uses (``alignkit.malloc``) to
+both sides, which removes that cost from both.
+
     python benchmarks/official_speed.py --llamagen ~/src/LlamaGen --var ~/src/VAR
     python benchmarks/official_speed.py --llamagen ~/src/LlamaGen --var ~/src/VAR --quick
 """
@@ -49,6 +55,7 @@ import torch.nn.functional as F
 
 import alignkit
 from alignkit.engine.trainer import Trainer
+from alignkit.malloc import keep_freed_memory
 from alignkit.recipe import load_recipe
 
 SIZES = {  # the sizes of issue 16's table
@@ -389,15 +396,21 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="batch 4, 2 repeats")
     parser.add_argument("--no-compile", action="store_true", help="skip the compiled step (compiling takes a minute)")
+    parser.add_argument("--keep-freed-memory", action="store_true",
+                        help="raise glibc's malloc thresholds for this process first, as the alignkit command does "
+                             "(alignkit.malloc), so that neither side pays page faults for re-allocated memory")
     args = parser.parse_args()
     if not (args.llamagen or args.var):
         parser.error("give --llamagen and/or --var")
     if args.quick:
         args.batch, args.repeats = 4, 2
     torch.set_num_threads(args.threads)
+    if args.keep_freed_memory and not keep_freed_memory():
+        sys.exit("error: --keep-freed-memory: not glibc, or MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_ already set")
     alignkit.get_plugins()
     print(f"alignkit ÷ official (official time / alignkit time; > 1 is faster), batch {args.batch}, fp32, "
-          f"{args.threads} threads, median of {args.repeats} alternating runs")
+          f"{args.threads} threads, median of {args.repeats} alternating runs, malloc "
+          f"{'keeping freed memory (both sides)' if args.keep_freed_memory else 'as the environment sets it'}")
     for name, fn, root in (("LlamaGen", llamagen, args.llamagen), ("VAR", var, args.var)):
         if root is None:
             continue
