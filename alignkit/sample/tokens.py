@@ -36,10 +36,9 @@ def filter_logits(logits_BV: Tensor, top_k: int = 0, top_p: float = 0.0) -> Tens
     V = logits_BV.shape[-1]
     nucleus = 0.0 < top_p < 1.0
     if 0 < top_k < V:
-        # One value past the k-th shows whether a tie at the threshold lets more than k tokens through.
         top = torch.topk(logits_BV, top_k + 1, dim=-1)
         kth_B1 = top.values[..., top_k - 1:top_k]
-        if nucleus and not bool((top.values[..., top_k:] == kth_B1).any()):
+        if nucleus and not _tie_at_kth(top.values, top_k):
             # Exactly k tokens survive and top-k returned them sorted, so the nucleus is cut from them
             # without sorting the vocabulary. The softmax still runs over the full-length sorted
             # vector (−inf past k), so every cumulative sum is the one a full sort gives.
@@ -53,6 +52,12 @@ def filter_logits(logits_BV: Tensor, top_k: int = 0, top_p: float = 0.0) -> Tens
         keep_BV = torch.empty_like(logits_BV, dtype=torch.bool).scatter_(-1, order_BV, _nucleus(sorted_BV, top_p, V))
         logits_BV = logits_BV.masked_fill(~keep_BV, float("-inf"))
     return logits_BV
+
+
+def _tie_at_kth(top_values_BK1: Tensor, k: int) -> bool:
+    """Whether any row of a ``topk(k + 1)`` has its (k+1)-th value equal to its k-th: a tie at the
+    threshold, which lets more than k tokens through top-k."""
+    return bool((top_values_BK1[..., k:] == top_values_BK1[..., k - 1:k]).any())
 
 
 def _nucleus(sorted_BV: Tensor, top_p: float, n: int) -> Tensor:
@@ -78,7 +83,7 @@ def sample_tokens(logits_BV: Tensor, *, temperature: float = 1.0, top_k: int = 0
         logits_BV = logits_BV / max(temperature, 1e-5)
     if sampler == "inverse_cdf" and not greedy and 0 < top_k < logits_BV.shape[-1]:
         top = torch.topk(logits_BV, top_k + 1, dim=-1)
-        if not bool((top.values[..., top_k:] == top.values[..., top_k - 1:top_k]).any()):
+        if not _tie_at_kth(top.values, top_k):
             # No tie at the k-th value, so exactly these k survive top-k, already sorted for the nucleus.
             values_BK, indices_BK = top.values[..., :top_k], top.indices[..., :top_k]
             if 0.0 < top_p < 1.0:
