@@ -18,6 +18,10 @@ mixin; when it is not installed a stand-in class is registered under that name.
   alignkit, its trainer's own ``_train_step`` on the same batch, eager (the default) and with
   ``distributed.compile = true`` (a second trainer; compiled before timing; ``--no-compile`` skips
   it). Dropout off on both sides.
+- **The step's ceiling**: the share of each side's step spent in matrix products and attention
+  (``PRODUCTS``, the profiler's self time of one step, median of 3), and official step time ÷
+  alignkit's seconds in them: the ratio a step that did nothing else would reach. Both sides run
+  the same products on the same shapes, so a ratio target above this ceiling needs fewer of them.
 - **Sampling**: official ``autoregressive.models.generate.generate`` (LlamaGen, cfg_scale = 1 + s)
   and ``VAR.autoregressive_infer_cfg`` (VAR, cfg = s, top-k 900, top-p 0.96, decoded to images)
   against ``PolicyModel.generate`` / ``generate_images`` with the same settings, with each of
@@ -267,6 +271,20 @@ def alternate(runs: dict[str, callable], repeats: int) -> dict[str, float]:
     return {name: statistics.median(t) for name, t in times.items()}
 
 
+PRODUCTS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::_scaled_dot_product_flash_attention_for_cpu",
+            "aten::_scaled_dot_product_flash_attention_for_cpu_backward")
+"""The kernels both sides must run for the same step: matrix products and attention."""
+
+
+def product_seconds(fn: callable) -> float:
+    """Seconds one call of ``fn`` spends inside ``PRODUCTS`` (their self time, under the profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    return sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in PRODUCTS) / 1e6
+
+
 DRAWS = ("official", "inverse_cdf")
 """alignkit's token draws: the default reproduces the official seeded runs; ``inverse_cdf`` draws from
 the same distribution with one random number per token (``alignkit.sample.tokens``)."""
@@ -291,10 +309,18 @@ def alignkit_steps(folder: Path, backbone: str, trainer: Trainer, tokens: np.nda
     return steps
 
 
-def step_ratios(step: dict[str, float]) -> dict[str, float]:
+def step_ratios(steps: dict[str, callable], repeats: int) -> dict[str, float]:
+    """The step ratios, and the ceiling the step's matrix products and attention leave: official step
+    time ÷ the seconds alignkit's step spends in ``PRODUCTS`` (what a step with no other cost would take)."""
+    step = alternate(steps, repeats)
     ratios = {"CCA step ×": step["official"] / step["alignkit"]}
     if "alignkit compiled" in step:
         ratios["CCA step ×, compile = true"] = step["official"] / step["alignkit compiled"]
+    products = {name: statistics.median(product_seconds(steps[name]) for _ in range(3))
+                for name in ("official", "alignkit")}
+    ratios["CCA step: products' share, official"] = products["official"] / step["official"]
+    ratios["CCA step: products' share, alignkit"] = products["alignkit"] / step["alignkit"]
+    ratios["CCA step: ceiling × (official ÷ alignkit's products)"] = step["official"] / products["alignkit"]
     return ratios
 
 
@@ -330,7 +356,7 @@ def llamagen(root: Path, batch: int, repeats: int, compile: bool) -> dict[str, f
         ref, opt = copy.deepcopy(model).requires_grad_(False), adamw(model)
         steps = {"official": lambda: official_llamagen_step(model, ref, opt, z, c, size["num_classes"]),
                  **alignkit_steps(folder, "llamagen", trainer, tokens, labels, compile)}
-        results.update(step_ratios(alternate(steps, repeats)))
+        results.update(step_ratios(steps, repeats))
         model.eval()
         s = GUIDANCE["llamagen"]
         gen = torch.Generator().manual_seed(0)
@@ -368,7 +394,7 @@ def var(root: Path, batch: int, repeats: int, compile: bool) -> dict[str, float]
         ref, opt = copy.deepcopy(var_model).requires_grad_(False), adamw(var_model)
         steps = {"official": lambda: official_var_step(var_model, ref, vae, opt, z, c),
                  **alignkit_steps(folder, "var", trainer, tokens, labels, compile)}
-        results.update(step_ratios(alternate(steps, repeats)))
+        results.update(step_ratios(steps, repeats))
         var_model.eval()
         g = GUIDANCE["var"]
         tokenizer = trainer.tokenizer

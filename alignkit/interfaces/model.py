@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from alignkit.checkpoints import save_safetensors, save_torch
 from alignkit.errors import AlignkitError
 from alignkit.logprobs import linear_token_logps, token_logps as logits_token_logps
+from alignkit.recompute import Checkpointing
 from alignkit.interfaces.component import ComponentConfig, ComponentSpec
 
 if TYPE_CHECKING:
@@ -42,7 +43,9 @@ class ModelShape:
     """What memory planning needs of a backbone, read from its config (also on the meta device).
 
     ``block_saved_fp32`` and ``block_saved_compute`` count the elements one transformer block saves
-    for its backward pass, per row and position, in fp32 and in the compute dtype (bf16 or fp32).
+    for its backward pass, per row and position, in fp32 and in the compute dtype (bf16 or fp32);
+    ``block_kept_selective`` those it keeps under selective checkpointing (``alignkit.recompute``), in
+    the compute dtype: its input and the outputs of its matrix products and attention.
     """
 
     layers: int
@@ -53,11 +56,20 @@ class ModelShape:
     vocab: int
     block_saved_fp32: int
     block_saved_compute: int
-    checkpointing: bool = False
+    checkpointing: Checkpointing = False
+    block_kept_selective: int = 0
 
     def block_activation_bytes(self, compute_bytes: int) -> int:
-        """Bytes one block saves for backward per row and position."""
+        """Bytes one block saves for backward per row and position, without checkpointing."""
         return 4 * self.block_saved_fp32 + compute_bytes * self.block_saved_compute
+
+    def block_kept_bytes(self, compute_bytes: int) -> int:
+        """Bytes one block keeps from its forward to its backward per row and position, as checkpointed."""
+        if self.checkpointing == "selective":
+            return compute_bytes * self.block_kept_selective
+        if self.checkpointing:
+            return compute_bytes * self.width  # the block's input
+        return self.block_activation_bytes(compute_bytes)
 
 
 class PolicyModel(nn.Module, ABC):

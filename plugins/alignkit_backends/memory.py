@@ -223,8 +223,9 @@ def reference_bytes(setting: Setting, work: Workload) -> tuple[int, int]:
 def activation_bytes(model: PlannedModel, rows: int, precision: str, reference: bool = True) -> int:
     """Peak activation bytes of one micro-batch of ``rows`` sequences on one GPU.
 
-    The policy's peak, per row and position: the blocks' saved tensors (``layers × layer``, or with
-    activation checkpointing only each block's input, ``layers × cD``), the embeddings and the head's
+    The policy's peak, per row and position: the blocks' saved tensors (``layers × layer``; with full
+    activation checkpointing only each block's input, ``layers × cD``; with selective checkpointing its
+    input and matrix-product outputs, ``ModelShape.block_kept_selective``), the embeddings and the head's
     inputs (``8D + 3cD``), and the larger of the head's backward (``12V``: saved log-softmax, the
     gradients of the log-probs and of the logits, all fp32) and one block's backward (its gradients,
     ``layer``, plus with checkpointing its recomputed activations, another ``layer``).
@@ -242,7 +243,7 @@ def activation_bytes(model: PlannedModel, rows: int, precision: str, reference: 
     shape, c = model.shape, 2 if precision == "bf16" else 4
     D, V, per_row = shape.width, shape.vocab, rows * shape.seq_len
     layer = shape.block_activation_bytes(c)
-    saved = shape.layers * (c * D if shape.checkpointing else layer)
+    saved = shape.layers * shape.block_kept_bytes(c)
     if model.fused_head:
         head, head_once = FUSED_HEAD_POSITION_BYTES + 4 * D, CHUNK_ELEMENTS * (8 + 2 * c)
         kept = 4 * V if per_row * V <= KEEP_ELEMENTS else 0  # alive from the head's forward to its backward

@@ -76,7 +76,8 @@ def _print(result: Plan) -> None:
                   f"and the reference's load-time copy; fits: total within {1 - SAFETY_MARGIN:.0%} of the GPU"
                   + ("" if result.cpu_memory_gib is None else ", CPU/node within the node's memory"))
     if result.recommended is None:
-        hint = "" if s.checkpointing else ", or set model.activation_checkpointing = true"
+        hint = {False: ', or set model.activation_checkpointing = "selective" (or true)',
+                "selective": ", or set model.activation_checkpointing = true"}.get(s.checkpointing, "")
         console.print(f"[red]nothing fits[/], not even micro-batch 1: use more or larger GPUs{hint}")
         return
     advice = f"cheapest setting that fits: {result.recommended.label}"

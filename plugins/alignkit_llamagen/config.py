@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from alignkit import ComponentConfig
+from alignkit.recompute import CHECKPOINTING_HELP, Checkpointing
 
 
 def find_multiple(n: int, k: int) -> int:
@@ -52,7 +53,7 @@ class GPTConfig(ComponentConfig):
     block_size: int = Field(256, ge=1, description="image tokens per sample, a perfect square")
     max_batch_size: int = 32
     max_seq_len: int = 2048
-    activation_checkpointing: bool = Field(False, description="recompute each block in the backward pass")
+    activation_checkpointing: Checkpointing = Field(False, description=CHECKPOINTING_HELP)
     lambda_conditioning: bool = Field(False, description="test-time λ (CCA Appendix E): add an embedding of log λ "
                                       "to the class embedding (adds lambda_embed.* weights)")
 

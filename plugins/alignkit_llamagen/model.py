@@ -8,10 +8,10 @@ from typing import Any, ClassVar, Literal
 import torch
 from pydantic import Field
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from alignkit import ModelShape, PolicyModel, SamplingOptions
 from alignkit.checkpoints import save_safetensors
+from alignkit.recompute import run_block
 from alignkit_conditioning import LambdaEmbedder, add_lambda
 from alignkit.sample.tokens import SAMPLER_HELP, Sampler, Schedule
 from alignkit_llamagen.config import GPTConfig
@@ -80,12 +80,14 @@ class LlamaGenGPT(PolicyModel):
         q and k (2D), the SDPA output and its transposed copy (2D); a dropout mask (D, in the compute
         dtype on the CPU; a bool on GPUs); SwiGLU saves the w1 and w3 outputs, the SiLU output and their
         product (4F). Norm statistics and SDPA's log-sum-exp are left out; a fused SDPA kernel (no S × S
-        matrix) is assumed."""
+        matrix) is assumed. Selective checkpointing keeps the block's input, the wqkv, SDPA, wo, w1, w3
+        and w2 outputs (7D + 2F)."""
         c = self.config
         return ModelShape(layers=c.n_layer, width=c.dim, heads=c.n_head, ffn_width=c.ffn_hidden_dim,
                           seq_len=c.block_size, vocab=c.vocab_size, block_saved_fp32=2 * c.dim,
                           block_saved_compute=12 * c.dim + 4 * c.ffn_hidden_dim,
-                          checkpointing=c.activation_checkpointing)
+                          checkpointing=c.activation_checkpointing,
+                          block_kept_selective=7 * c.dim + 2 * c.ffn_hidden_dim)
 
     def _rope(self, start: int, stop: int, device: torch.device) -> tuple[Tensor, Tensor]:
         """The rotation tables of positions ``start .. stop - 1`` on ``device``."""
@@ -116,12 +118,9 @@ class LlamaGenGPT(PolicyModel):
         h_BSD = self.tok_dropout(torch.cat([self.class_tokens(labels_B, lambda_B), self.tok_embeddings(tokens_BS)],
                                            dim=1))
         rope = self._rope(0, S, h_BSD.device)
-        recompute = self.config.activation_checkpointing and self.training and torch.is_grad_enabled()
+        mode = self.config.activation_checkpointing if self.training and torch.is_grad_enabled() else False
         for layer in self.layers:
-            if recompute:
-                h_BSD = checkpoint(layer, h_BSD, rope, use_reentrant=False)
-            else:
-                h_BSD = layer(h_BSD, rope)
+            h_BSD = run_block(layer, h_BSD, rope, mode=mode)
         return self.norm(h_BSD)
 
     def logits(self, tokens_BL: Tensor, labels_B: Tensor, lambda_B: Tensor | None = None) -> Tensor:

@@ -138,7 +138,8 @@ class AdaLNSelfAttn(nn.Module):
         mods_B16C = self.ada_gss + cond if self.shared_aln else self.ada_lin(cond).view(-1, 1, 6, self.width)
         gamma1, gamma2, scale1, scale2, shift1, shift2 = mods_B16C.unbind(2)
         h = self.attn(self.ln_wo_grad(x_BLC).mul(scale1.add(1)).add_(shift1), attn_bias, cache)
-        x_BLC = x_BLC + self.drop_path(h.mul_(gamma1))
+        # Out of place: h is the projection's output, which selective checkpointing keeps unmodified.
+        x_BLC = x_BLC + self.drop_path(h.mul(gamma1))
         h = self.ffn(self.ln_wo_grad(x_BLC).mul(scale2.add(1)).add_(shift2))
         return x_BLC + self.drop_path(h.mul(gamma2))
 

@@ -14,6 +14,7 @@ import sys
 from pydantic import Field, model_validator
 
 from alignkit import ComponentConfig
+from alignkit.recompute import CHECKPOINTING_HELP, Checkpointing
 
 PATCH_NUMS_256 = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
 PATCH_NUMS_512 = (1, 2, 3, 4, 6, 9, 13, 18, 24, 32)
@@ -89,7 +90,7 @@ class VARConfig(ComponentConfig):
     init_adaln_gamma: float = 1e-5
     init_head: float = 0.02
     init_std: float = Field(-1.0, description="< 0: sqrt(1/(3C)) as build_vae_var")
-    activation_checkpointing: bool = Field(False, description="recompute each block in the backward pass")
+    activation_checkpointing: Checkpointing = Field(False, description=CHECKPOINTING_HELP)
     lambda_conditioning: bool = Field(False, description="test-time λ (CCA Appendix E): add an embedding of log λ "
                                       "to the class embedding, the AdaLN condition too (adds lambda_embed.* weights)")
     cond_drop_rate: float | None = Field(None, ge=0, lt=1, description="the official label dropout: used as "

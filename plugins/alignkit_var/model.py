@@ -19,12 +19,12 @@ from collections import OrderedDict
 from typing import Any, ClassVar
 
 import torch
-import torch.utils.checkpoint
 from pydantic import Field
 from torch import Tensor, nn
 
 from alignkit import AlignkitError, ModelShape, PolicyModel, SamplingOptions, Tokenizer
 from alignkit_conditioning import LambdaEmbedder, add_lambda
+from alignkit.recompute import run_block
 from alignkit.sample.tokens import SAMPLER_HELP, Sampler, Schedule
 
 from alignkit_var.blocks import AdaLNBeforeHead, AdaLNSelfAttn, KVCache, SharedAdaLin
@@ -112,11 +112,12 @@ class VAR(PolicyModel):
         in the tests), all in the compute dtype: each AdaLN saves the LayerNorm input, output and
         modulated copy (2 × 3D); attention the qkv output (3D), normalised and scaled q and k (3D), the
         SDPA output and its copy (2D), the branch before its gate (D); the FFN its output before the
-        gate (D) and the fc1 and GELU outputs (2F). A fused SDPA kernel (no L × L matrix) is assumed."""
+        gate (D) and the fc1 and GELU outputs (2F). A fused SDPA kernel (no L × L matrix) is assumed.
+        Selective checkpointing keeps the block's input, the qkv, SDPA, proj, fc1 and fc2 outputs (7D + F)."""
         c, ffn = self.config, round(self.config.width * self.config.mlp_ratio)
         return ModelShape(layers=c.depth, width=c.width, heads=c.heads, ffn_width=ffn, seq_len=self.seq_len,
                           vocab=c.V, block_saved_fp32=0, block_saved_compute=15 * c.width + 2 * ffn,
-                          checkpointing=c.activation_checkpointing)
+                          checkpointing=c.activation_checkpointing, block_kept_selective=7 * c.width + ffn)
 
     def _apply(self, fn: Any, recurse: bool = True) -> VAR:
         # Follow .to()/.cuda()/… with the quantiser too, but only its device: the official VQVAE is
@@ -209,13 +210,9 @@ class VAR(PolicyModel):
 
     def run_blocks(self, x_BLC: Tensor, cond: Tensor, attn_bias: Tensor | None,
                    caches: list[KVCache] | None = None) -> Tensor:
-        checkpointing = self.config.activation_checkpointing and self.training and torch.is_grad_enabled()
+        mode = self.config.activation_checkpointing if self.training and torch.is_grad_enabled() else False
         for i, block in enumerate(self.blocks):
-            cache = caches[i] if caches is not None else None
-            if checkpointing:
-                x_BLC = torch.utils.checkpoint.checkpoint(block, x_BLC, cond, attn_bias, cache, use_reentrant=False)
-            else:
-                x_BLC = block(x_BLC, cond, attn_bias, cache)
+            x_BLC = run_block(block, x_BLC, cond, attn_bias, caches[i] if caches is not None else None, mode=mode)
         return x_BLC
 
     def embed_codes(self, x_BlCv: Tensor) -> Tensor:
