@@ -24,7 +24,6 @@ from torch import Tensor
 from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
 
-
 def _checkpointing(value: Any) -> Any:
     """One message for a bad value rather than one per member of the union."""
     if isinstance(value, bool) or value == "selective":
@@ -39,7 +38,7 @@ CHECKPOINTING_HELP = ("recompute in the backward: true = each whole block, \"sel
                       "ops between its matrix products and attention, false = nothing")
 
 _aten = torch.ops.aten
-_KEPT_OPS = frozenset(op for op in (
+_KEPT_OPS = frozenset((
     _aten.mm.default, _aten.addmm.default, _aten.bmm.default, _aten.baddbmm.default,
     _aten._scaled_dot_product_flash_attention_for_cpu.default,
     _aten._scaled_dot_product_flash_attention.default,
@@ -56,8 +55,9 @@ _SELECTIVE = functools.partial(create_selective_checkpoint_contexts, _policy)
 
 
 def run_block(block: Callable[..., Tensor], *args: Any, mode: Checkpointing) -> Tensor:
-    """``block(*args)``, checkpointed as ``mode`` says (a falsy mode runs it plainly)."""
-    if not mode:
+    """``block(*args)``, checkpointed as ``mode`` says; plainly when ``mode`` is false or no gradient is
+    being recorded (there is no backward to recompute for)."""
+    if not mode or not torch.is_grad_enabled():
         return block(*args)
     if mode == "selective":
         return checkpoint(block, *args, use_reentrant=False, context_fn=_SELECTIVE)

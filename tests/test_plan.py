@@ -231,18 +231,23 @@ def saved_bytes_per_layer(build, dtype: torch.dtype) -> tuple[float, int]:
     return (totals[1] - totals[0]) / (rows * model.seq_len), model.seq_len
 
 
+def layered(family: str, checkpointing=False):
+    """A 256-wide backbone of ``family`` with V = 512, as a function of its number of blocks."""
+    def build(layers):
+        if family == "llamagen":
+            return alignkit.load_policy("llamagen", config={
+                "dim": 256, "n_layer": layers, "n_head": 4, "vocab_size": 512, "block_size": 64, "num_classes": 10,
+                "multiple_of": 64, "activation_checkpointing": checkpointing})
+        return alignkit.load_policy("var", config={"depth": layers, "embed_dim": 256, "num_heads": 4, "num_classes": 10,
+                                                    "V": 512, "Cvae": 8, "ch": 32,
+                                                    "activation_checkpointing": checkpointing})
+    return build
+
+
 @pytest.mark.parametrize("family", ["llamagen", "var"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 def test_the_layer_formula_matches_the_tensors_saved_for_backward(family, dtype):
-    if family == "llamagen":
-        def build(layers):
-            return alignkit.load_policy("llamagen", config={"dim": 256, "n_layer": layers, "n_head": 4,
-                                                             "vocab_size": 512, "block_size": 64, "num_classes": 10,
-                                                             "multiple_of": 64})
-    else:
-        def build(layers):
-            return alignkit.load_policy("var", config={"depth": layers, "embed_dim": 256, "num_heads": 4,
-                                                        "num_classes": 10, "V": 512, "Cvae": 8, "ch": 32})
+    build = layered(family)
     measured, seq_len = saved_bytes_per_layer(build, dtype)
     shape = build(1).shape()  # what the backbone says of itself, as the planner reads it
     assert shape.seq_len == seq_len and shape.width == 256 and shape.vocab == 512
@@ -275,14 +280,7 @@ def kept_bytes_per_layer(build, dtype: torch.dtype) -> float:
 def test_checkpointed_blocks_keep_what_the_shape_says(family, mode, dtype):
     """Selective checkpointing keeps the block's input and its matrix products' and attention's outputs:
     about half of a block's saved bytes; full checkpointing only the input."""
-    def build(layers):
-        if family == "llamagen":
-            return alignkit.load_policy("llamagen", config={
-                "dim": 256, "n_layer": layers, "n_head": 4, "vocab_size": 512, "block_size": 64, "num_classes": 10,
-                "multiple_of": 64, "activation_checkpointing": mode})
-        return alignkit.load_policy("var", config={"depth": layers, "embed_dim": 256, "num_heads": 4, "num_classes": 10,
-                                                    "V": 512, "Cvae": 8, "ch": 32, "activation_checkpointing": mode})
-
+    build = layered(family, mode)
     measured, shape = kept_bytes_per_layer(build, dtype), build(1).shape()
     c = 2 if dtype == torch.bfloat16 else 4
     assert shape.block_kept_bytes(c) == pytest.approx(measured, rel=0.02)

@@ -20,20 +20,17 @@ class CountMatmuls(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-SMALL = {"llamagen": {"dim": 64, "n_layer": 1, "n_head": 4, "vocab_size": 128, "block_size": 16, "num_classes": 10},
-         "var": {"depth": 1, "embed_dim": 64, "num_heads": 4, "num_classes": 10, "V": 128, "Cvae": 8, "ch": 32}}
+SMALL = {"llamagen": {"dim": 64, "n_layer": 2, "n_head": 4, "vocab_size": 128, "block_size": 16, "num_classes": 10,
+                      "multiple_of": 32},
+         "var": {"depth": 2, "embed_dim": 64, "num_heads": 4, "num_classes": 10, "V": 128, "Cvae": 8, "ch": 32}}
 
 
 def build(family: str, mode):
     torch.manual_seed(0)
+    model = alignkit.load_policy(family, config={**SMALL[family], "activation_checkpointing": mode})
     if family == "llamagen":
-        model = alignkit.load_policy("llamagen", config={
-            "dim": 64, "n_layer": 2, "n_head": 4, "vocab_size": 128, "block_size": 16, "num_classes": 10,
-            "multiple_of": 32, "activation_checkpointing": mode})
         torch.nn.init.normal_(model.output.weight, std=0.02)  # the official init zeroes the head
-        return model.train()
-    return alignkit.load_policy("var", config={"depth": 2, "embed_dim": 64, "num_heads": 4, "num_classes": 10,
-                                               "V": 128, "Cvae": 8, "ch": 32, "activation_checkpointing": mode}).train()
+    return model.train()
 
 
 @pytest.mark.parametrize("family", ["llamagen", "var"])
@@ -60,6 +57,6 @@ def test_the_setting_reads_like_toml_and_a_bad_one_is_one_clear_error(family):
     assert str(error.value).count("activation_checkpointing") == 1
     assert 'expected true, false or "selective"' in str(error.value)
     for value, expected in ((True, True), ("false", False), ("selective", "selective")):
-        model = alignkit.load_policy(family, config={"activation_checkpointing": value, **SMALL[family]})
+        model = build(family, value)
         assert model.config.activation_checkpointing == expected
         assert model.shape().checkpointing == expected

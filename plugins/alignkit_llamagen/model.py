@@ -118,7 +118,7 @@ class LlamaGenGPT(PolicyModel):
         h_BSD = self.tok_dropout(torch.cat([self.class_tokens(labels_B, lambda_B), self.tok_embeddings(tokens_BS)],
                                            dim=1))
         rope = self._rope(0, S, h_BSD.device)
-        mode = self.config.activation_checkpointing if self.training and torch.is_grad_enabled() else False
+        mode = self.config.activation_checkpointing if self.training else False
         for layer in self.layers:
             h_BSD = run_block(layer, h_BSD, rope, mode=mode)
         return self.norm(h_BSD)

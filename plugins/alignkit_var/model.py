@@ -210,7 +210,7 @@ class VAR(PolicyModel):
 
     def run_blocks(self, x_BLC: Tensor, cond: Tensor, attn_bias: Tensor | None,
                    caches: list[KVCache] | None = None) -> Tensor:
-        mode = self.config.activation_checkpointing if self.training and torch.is_grad_enabled() else False
+        mode = self.config.activation_checkpointing if self.training else False
         for i, block in enumerate(self.blocks):
             x_BLC = run_block(block, x_BLC, cond, attn_bias, caches[i] if caches is not None else None, mode=mode)
         return x_BLC
