@@ -79,11 +79,20 @@ def _accumulation_dtype(weight: Tensor) -> torch.dtype:
     return torch.float64 if weight.dtype == torch.float64 else torch.float32
 
 
+def _log_softmax(logits_CV: Tensor, out_CV: Tensor | None = None) -> Tensor:
+    """``torch.log_softmax(logits_CV, dim=1)``, written into ``out_CV`` when given (the kept
+    probabilities' rows), so that keeping them costs no extra chunk-sized tensor."""
+    if out_CV is None:
+        return torch.log_softmax(logits_CV, dim=1)
+    return torch._log_softmax(logits_CV, 1, False, out=out_CV)
+
+
 class _LinearLogSoftmaxGather(torch.autograd.Function):
     """``logp_N = log softmax(h_N W^T + b)[y_N]``, chunked; d logp / d logits = onehot(y) − softmax.
 
-    Forward and backward compute the softmax alike, ``exp(logits − lse)``, so keeping it and
-    recomputing it give the same bits."""
+    Each chunk goes through torch's own log-softmax kernel, so the log-probs are those of
+    ``token_logps`` on the same logits, bit for bit. The softmax the backward needs is ``exp`` of that
+    log-softmax whether it was kept or is recomputed, so both give the same bits."""
 
     @staticmethod
     def forward(ctx, hidden_ND: Tensor, weight_VD: Tensor, bias_V: Tensor | None, targets_N: Tensor,
@@ -95,29 +104,23 @@ class _LinearLogSoftmaxGather(torch.autograd.Function):
         keep = keep and any(ctx.needs_input_grad[:3])  # (forward itself runs without grad mode)
         probs_NV = torch.empty(N, V, dtype=acc, device=hidden_ND.device) if keep else None
         logp_N = torch.empty(N, dtype=acc, device=hidden_ND.device)
-        lse_N = torch.empty_like(logp_N)
         ctx.dtype = acc
         for start in range(0, N, chunk):
             end = min(start + chunk, N)
             projected_CV = F.linear(hidden_ND[start:end], weight_VD, bias_V)
             ctx.dtype = projected_CV.dtype  # what the backward of .to(acc) returns to
-            logits_CV = projected_CV.to(acc)
-            max_C = logits_CV.amax(dim=1)
-            scratch_CV = probs_NV[start:end] if keep else None
-            log_sum_C = torch.sub(logits_CV, max_C[:, None], out=scratch_CV).exp_().sum(dim=1).log_()
-            picked_C = logits_CV.gather(1, targets_N[start:end, None]).squeeze(1)
-            logp_N[start:end] = (picked_C - max_C) - log_sum_C  # as log_softmax rounds it
-            lse_N[start:end] = max_C + log_sum_C
+            log_softmax_CV = _log_softmax(projected_CV.to(acc), probs_NV[start:end] if keep else None)
+            logp_N[start:end] = log_softmax_CV.gather(1, targets_N[start:end, None]).squeeze(1)
             if keep:
-                torch.sub(logits_CV, lse_N[start:end, None], out=scratch_CV).exp_()
-        ctx.save_for_backward(hidden_ND, weight_VD, bias_V, targets_N, lse_N)
+                log_softmax_CV.exp_()
+        ctx.save_for_backward(hidden_ND, weight_VD, bias_V, targets_N)
         # an attribute, not a saved tensor: the backward turns it into the gradient in place
         ctx.probs_NV = probs_NV
         return logp_N
 
     @staticmethod
     def backward(ctx, grad_N: Tensor):
-        hidden_ND, weight_VD, bias_V, targets_N, lse_N = ctx.saved_tensors
+        hidden_ND, weight_VD, bias_V, targets_N = ctx.saved_tensors
         # used up here; a retained graph's second backward (gradcheck) recomputes them, to the same bits
         probs_NV, ctx.probs_NV = ctx.probs_NV, None
         device_type, autocast, autocast_dtype = ctx.autocast
@@ -137,7 +140,7 @@ class _LinearLogSoftmaxGather(torch.autograd.Function):
             else:
                 with torch.autocast(device_type, dtype=autocast_dtype, enabled=autocast):
                     logits_CV = F.linear(h_CD, weight_VD, bias_V)
-                grad_CV = (logits_CV.to(acc) - lse_N[start:end, None]).exp_().mul_(-g_C[:, None])
+                grad_CV = _log_softmax(logits_CV.to(acc)).exp_().mul_(-g_C[:, None])
             # d logp / d logits = onehot(y) − softmax, times the incoming gradient of each token
             grad_CV.scatter_add_(1, targets_N[start:end, None], g_C[:, None])
             grad_CV = grad_CV.to(dtype)  # the backward of .float(): back to the projection's dtype

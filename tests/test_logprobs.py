@@ -93,6 +93,19 @@ def test_fused_log_probs_and_gradients_equal_the_logits_path(bias, keep):
 
 
 @pytest.mark.parametrize("keep", [0, 10**9], ids=["recompute", "keep"])
+def test_fused_log_probs_equal_the_log_softmax_of_the_same_logits_bit_for_bit(keep):
+    """Each chunk runs torch's log-softmax: the log-probs are ``token_logps``'s of the chunk's logits."""
+    torch.manual_seed(6)
+    hidden, head, tokens = torch.randn(3, 7, 16) * 4, torch.nn.Linear(16, 50), torch.randint(50, (3, 7))
+    chunk = 4  # positions: 21 = 4 · 5 + 1, so the last chunk is short
+    with torch.no_grad():
+        logits = torch.cat([head(part) for part in hidden.reshape(21, 16).split(chunk)])
+    hidden.requires_grad_(keep > 0)
+    fused = linear_token_logps(hidden, head, tokens, chunk_elements=chunk * 50, keep_elements=keep)
+    assert torch.equal(fused.detach().reshape(-1), token_logps(logits[None], tokens.reshape(1, -1))[0])
+
+
+@pytest.mark.parametrize("keep", [0, 10**9], ids=["recompute", "keep"])
 def test_fused_log_probs_pass_a_gradient_check(keep):
     torch.manual_seed(4)
     hidden = torch.randn(2, 3, 4, dtype=torch.float64, requires_grad=True)

@@ -70,8 +70,8 @@ fp32 log-softmax, the gradient of the log-probabilities (``gather``'s backward f
 fp32 tensor) and that of the logits."""
 REFERENCE_HEAD_BYTES = 8
 """Per logit in the reference's forward without fused log-probs: fp32 logits and their log-softmax."""
-FUSED_HEAD_POSITION_BYTES = 8
-"""Per position with fused log-probs (``alignkit.logprobs``): the fp32 log-prob and log-sum-exp."""
+FUSED_HEAD_POSITION_BYTES = 4
+"""Per position with fused log-probs (``alignkit.logprobs``): the fp32 log-prob."""
 ALLREDUCE_CHUNK = 500_000_000
 """``deepspeed.runtime.engine.MEMORY_OPT_ALLREDUCE_SIZE``: stage 0 flattens gradients in chunks of this many."""
 DEEPSPEED_BUCKETS = {"reduce_bucket_size": 500_000_000, "stage3_prefetch_bucket_size": 50_000_000}
@@ -236,7 +236,7 @@ def activation_bytes(model: PlannedModel, rows: int, precision: str, reference: 
 
     With fused log-probs (``PlannedModel.fused_head``) the logits exist one chunk of
     ``CHUNK_ELEMENTS`` at a time: per position only the log-prob, its log-sum-exp and the features'
-    gradient (``8 + 4D``) remain, plus one chunk's logits, their fp32 copy and gradient
+    gradient (``4 + 4D``) remain, plus one chunk's logits, their fp32 copy and gradient
     (``CHUNK_ELEMENTS · (8 + 2c)``; the reference's forward ``CHUNK_ELEMENTS · (8 + c)``) once. The
     policy's fp32 probabilities (``4V``) stay too when they number at most ``KEEP_ELEMENTS``.
     """
