@@ -85,6 +85,17 @@ class DeepSpeedBackend(Backend):
         super().__init__(recipe)
         import deepspeed
 
+        # Refused before the process group exists: a rank that exits while its peers are inside a
+        # collective can take them down with an abort instead of this message.
+        if config.offload_params and config.zero_stage != 3:
+            raise AlignkitError("distributed.offload_params needs zero_stage = 3")
+        if config.zero_stage == 3 and recipe.objective.component.spec.inputs == "generated_pairs":
+            raise AlignkitError(f"{recipe.path}: distributed.zero_stage: objective "
+                                f"'{recipe.objective.name}' generates its negatives token by token from the "
+                                "reference and makes the reference the policy after each round; under ZeRO-3 "
+                                "the reference is sharded, so every generated token would all-gather every "
+                                "parameter and the policy's shards would have to be copied into the "
+                                "reference's. Use zero_stage = 1 or 2 (the reference is then a replica)")
         self.config = config
         cuda = torch.cuda.is_available()
         comm = config.comm_backend if config.comm_backend != "auto" else ("nccl" if cuda else "gloo")
@@ -95,8 +106,6 @@ class DeepSpeedBackend(Backend):
             torch.cuda.set_device(self.local_rank)
             self.device = torch.device("cuda", self.local_rank)
         self.precision = recipe.distributed.precision
-        if config.offload_params and config.zero_stage != 3:
-            raise AlignkitError("distributed.offload_params needs zero_stage = 3")
 
     def ds_config(self, micro_batch_size: int, accumulation_steps: int) -> dict[str, Any]:
         optim, config = self.recipe.optim, self.config
@@ -141,13 +150,6 @@ class DeepSpeedBackend(Backend):
         _weights_only_engine(self.engine)
         self.reference = reference
         if reference is not None and reference.model is not None:
-            if self.config.zero_stage == 3 and self.recipe.objective.component.spec.inputs == "generated_pairs":
-                raise AlignkitError(f"{self.recipe.path}: distributed.zero_stage: objective "
-                                    f"'{self.recipe.objective.name}' generates its negatives token by token from the "
-                                    "reference and makes the reference the policy after each round; under ZeRO-3 "
-                                    "the reference is sharded, so every generated token would all-gather every "
-                                    "parameter and the policy's shards would have to be copied into the "
-                                    "reference's. Use zero_stage = 1 or 2 (the reference is then a replica)")
             if self.config.zero_stage == 3:
                 _register_head(reference.model)
                 ref_ds = {k: v for k, v in ds.items() if k not in ("optimizer", "gradient_clipping")}
