@@ -100,7 +100,7 @@ def test_fused_log_probs_equal_the_log_softmax_of_the_same_logits_bit_for_bit(ke
     chunk = 4  # positions: 21 = 4 · 5 + 1, so the last chunk is short
     with torch.no_grad():
         logits = torch.cat([head(part) for part in hidden.reshape(21, 16).split(chunk)])
-    hidden.requires_grad_(keep > 0)
+    hidden.requires_grad_()  # so that ``keep`` decides whether the forward keeps the softmax
     fused = linear_token_logps(hidden, head, tokens, chunk_elements=chunk * 50, keep_elements=keep)
     assert torch.equal(fused.detach().reshape(-1), token_logps(logits[None], tokens.reshape(1, -1))[0])
 

@@ -235,8 +235,8 @@ def activation_bytes(model: PlannedModel, rows: int, precision: str, reference: 
     policy's as a maximum, not a sum.
 
     With fused log-probs (``PlannedModel.fused_head``) the logits exist one chunk of
-    ``CHUNK_ELEMENTS`` at a time: per position only the log-prob, its log-sum-exp and the features'
-    gradient (``4 + 4D``) remain, plus one chunk's logits, their fp32 copy and gradient
+    ``CHUNK_ELEMENTS`` at a time: per position only the log-prob and the features' gradient
+    (``4 + 4D``) remain, plus one chunk's logits, their fp32 copy and gradient
     (``CHUNK_ELEMENTS · (8 + 2c)``; the reference's forward ``CHUNK_ELEMENTS · (8 + c)``) once. The
     policy's fp32 probabilities (``4V``) stay too when they number at most ``KEEP_ELEMENTS``.
     """
